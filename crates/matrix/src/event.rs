@@ -1,0 +1,233 @@
+//! Events: content hash, reference hash, event IDs, v12 room IDs, signing and verifying.
+//!
+//! All of it is "redact per the room version, drop some keys, canonical JSON, then SHA-256 or
+//! ed25519" — the details of which keys and which version are what this file pins down
+//! (`shared/spec/signing.md` §5–6).
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use crate::base64;
+use crate::ids::{EventId, KeyId, RoomId, ServerName, UserId};
+use crate::json::{Object, Value, canonical_object_except};
+use crate::redaction::redact;
+use crate::room_version::{EventIdFormat, RoomVersion};
+use crate::signing::{
+    SignatureError, SigningKey, UNSIGNED_KEYS, add_signature, signature_key_ids, verify_with_bytes,
+};
+
+/// The keys the content hash leaves out.
+const NOT_CONTENT_HASHED: &[&str] = &["signatures", "unsigned", "hashes"];
+
+/// SHA-256 over the event without `signatures`, `unsigned` and `hashes` (the value of
+/// `hashes.sha256`). Covers the full, unredacted event.
+pub fn content_hash(event: &Object) -> [u8; 32] {
+    Sha256::digest(canonical_object_except(event, NOT_CONTENT_HASHED).as_bytes()).into()
+}
+
+/// The bytes signatures over this event cover: the redacted event without `signatures` and
+/// `unsigned`. The reference hash is the SHA-256 of the same bytes.
+pub fn event_signing_bytes(event: &Object, version: &RoomVersion) -> Vec<u8> {
+    let redacted = redact(event, &version.redaction);
+    canonical_object_except(&redacted, UNSIGNED_KEYS).into_bytes()
+}
+
+/// SHA-256 of the redacted event without `signatures` and `unsigned`: the basis of event IDs
+/// (v3+) and of room IDs (v12).
+pub fn reference_hash(event: &Object, version: &RoomVersion) -> [u8; 32] {
+    Sha256::digest(event_signing_bytes(event, version)).into()
+}
+
+/// Why an event has no usable event ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventIdError {
+    /// Room versions 1–2 need an `event_id` string field.
+    MissingField,
+    /// The `event_id` field is not a valid event ID.
+    Invalid(String),
+}
+
+impl fmt::Display for EventIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventIdError::MissingField => f.write_str("the event has no 'event_id' string"),
+            EventIdError::Invalid(why) => write!(f, "the event's 'event_id' is invalid: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for EventIdError {}
+
+/// The event's ID under its room version: the `event_id` field (v1–v2), or `$` + the reference
+/// hash in standard (v3) or URL-safe (v4+) unpadded base64.
+pub fn event_id(event: &Object, version: &RoomVersion) -> Result<EventId, EventIdError> {
+    match version.event_id_format {
+        EventIdFormat::Field => {
+            let text = event
+                .get("event_id")
+                .and_then(Value::as_str)
+                .ok_or(EventIdError::MissingField)?;
+            EventId::parse(text).map_err(|e| EventIdError::Invalid(e.to_string()))
+        }
+        EventIdFormat::HashStandard => Ok(EventId::from_hash_unchecked(format!(
+            "${}",
+            base64::encode(&reference_hash(event, version))
+        ))),
+        EventIdFormat::HashUrlSafe => Ok(EventId::from_hash_unchecked(format!(
+            "${}",
+            base64::encode_url_safe(&reference_hash(event, version))
+        ))),
+    }
+}
+
+/// The room ID a room version 12 create event defines: `!` + URL-safe unpadded base64 of its
+/// reference hash (v11 redaction rules, which v12 uses).
+pub fn room_id_from_create_event(create: &Object, version: &RoomVersion) -> RoomId {
+    RoomId::from_hash_unchecked(format!(
+        "!{}",
+        base64::encode_url_safe(&reference_hash(create, version))
+    ))
+}
+
+/// Adds our signature to an event, as co-signing an invite needs: signs the redacted event
+/// (minus `signatures`/`unsigned`) and merges the result into `signatures.<server>`. Nothing
+/// else in the event changes: not `hashes`, not other signatures, not `unsigned`.
+pub fn sign_event(
+    event: &mut Object,
+    version: &RoomVersion,
+    server: &ServerName,
+    key: &SigningKey,
+) -> Result<(), SignatureError> {
+    let signature = base64::encode(&key.sign_bytes(&event_signing_bytes(event, version)));
+    add_signature(event, server.as_str(), key.key_id(), signature)
+}
+
+/// Looks up the public key a server signed an event with, already filtered by the caller's
+/// key-validity rule for this event (room version and `origin_server_ts`). `None` means "not
+/// known or not valid for this event", and the signature is skipped.
+pub trait EventKeys {
+    fn event_key(&self, server: &str, key_id: &KeyId) -> Option<crate::signing::VerifyKey>;
+}
+
+impl<F> EventKeys for F
+where
+    F: Fn(&str, &KeyId) -> Option<crate::signing::VerifyKey>,
+{
+    fn event_key(&self, server: &str, key_id: &KeyId) -> Option<crate::signing::VerifyKey> {
+        self(server, key_id)
+    }
+}
+
+/// Why an event's signatures or hash do not check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventCheckError {
+    /// `sender` is missing or not a user ID.
+    BadSender(String),
+    /// A required signature failed (which server and why).
+    Signature(SignatureError),
+    /// `hashes.sha256` is missing or not base64 of 32 bytes.
+    MissingHash,
+    /// `hashes.sha256` does not match the event's content hash.
+    HashMismatch,
+    /// Room versions 1–2: the `event_id` field is missing or invalid.
+    EventId(EventIdError),
+}
+
+impl fmt::Display for EventCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventCheckError::BadSender(why) => write!(f, "bad sender: {why}"),
+            EventCheckError::Signature(e) => e.fmt(f),
+            EventCheckError::MissingHash => {
+                f.write_str("'hashes.sha256' is missing or not a base64 SHA-256")
+            }
+            EventCheckError::HashMismatch => {
+                f.write_str("'hashes.sha256' does not match the event's content")
+            }
+            EventCheckError::EventId(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EventCheckError {}
+
+/// The servers whose signatures an event needs: the sender's server, and for room versions
+/// 1–2 also the server in the event ID when it differs.
+pub fn required_signers(
+    event: &Object,
+    version: &RoomVersion,
+) -> Result<Vec<String>, EventCheckError> {
+    let sender = event
+        .get("sender")
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventCheckError::BadSender("missing or not a string".to_owned()))?;
+    let sender = UserId::parse(sender).map_err(|e| EventCheckError::BadSender(e.to_string()))?;
+    let mut servers = vec![sender.server_str().to_owned()];
+    if version.has_event_id_field() {
+        let id = event_id(event, version).map_err(EventCheckError::EventId)?;
+        if let Some(server) = id.server_str() {
+            if server != servers[0] {
+                servers.push(server.to_owned());
+            }
+        }
+    }
+    Ok(servers)
+}
+
+/// Verifies every required signature of an event (see [`required_signers`]) over its redacted
+/// form. For each required server, every signature whose key `keys` knows must verify, and at
+/// least one must; signatures with unknown keys or algorithms are skipped (the spec's rule,
+/// which also skips a policy server's `ed25519:policy_server`).
+pub fn verify_event_signatures(
+    event: &Object,
+    version: &RoomVersion,
+    keys: &dyn EventKeys,
+) -> Result<(), EventCheckError> {
+    let servers = required_signers(event, version)?;
+    let signed = event_signing_bytes(event, version);
+    for server in &servers {
+        let key_ids = signature_key_ids(event, server).map_err(EventCheckError::Signature)?;
+        let mut verified = 0;
+        for key_id in &key_ids {
+            let Some(key) = keys.event_key(server, key_id) else {
+                continue;
+            };
+            verify_with_bytes(event, &signed, server, key_id, &key)
+                .map_err(EventCheckError::Signature)?;
+            verified += 1;
+        }
+        if verified == 0 {
+            return Err(EventCheckError::Signature(SignatureError::NoKnownKey {
+                entity: server.clone(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `hashes.sha256` against the event's content hash. We never co-sign content its
+/// sender did not hash, so a mismatch is an error here (the generic "treat as redacted" rule
+/// is for events already in a room).
+pub fn check_content_hash(event: &Object) -> Result<(), EventCheckError> {
+    let claimed = event
+        .get("hashes")
+        .and_then(|h| h.get("sha256"))
+        .and_then(Value::as_str)
+        .and_then(base64::decode)
+        .filter(|b| b.len() == 32)
+        .ok_or(EventCheckError::MissingHash)?;
+    if claimed == content_hash(event) {
+        Ok(())
+    } else {
+        Err(EventCheckError::HashMismatch)
+    }
+}
+
+/// Sets `hashes.sha256` to the event's content hash (for building events: tests, tools).
+pub fn add_content_hash(event: &mut Object) {
+    let hash = base64::encode(&content_hash(event));
+    let mut hashes = Object::new();
+    hashes.insert("sha256".to_owned(), Value::String(hash));
+    event.insert("hashes".to_owned(), Value::Object(hashes));
+}

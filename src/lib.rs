@@ -1,0 +1,1 @@
+//! invited: answers Matrix federation invites.
