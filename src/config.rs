@@ -1,0 +1,369 @@
+//! The configuration: one TOML file, loaded and validated once, then passed down as a typed
+//! value (no globals).
+//!
+//! The key names are an interface deployment scripts rely on: `server_name`, `listen`,
+//! `data_dir`, `workers`, `[tls] certificate/private_key`, `[federation] ca_file/
+//! verify_certificates/trusted_key_servers`. Unknown keys are an error that names the key, so
+//! a typo never silently falls back to a default.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use invited_matrix::ServerName;
+use serde::Deserialize;
+
+/// The server name used when no configuration is given. Only good for trying invited out on
+/// one machine: no other homeserver can reach `localhost`.
+pub const DEFAULT_SERVER_NAME: &str = "localhost:8448";
+/// The listen address used when no configuration is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8448";
+/// The data directory used when no configuration is given (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "invited-data";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our server name: the part after `:` in our users' IDs, and the name we sign as.
+    pub server_name: ServerName,
+    pub listen: SocketAddr,
+    /// Holds `invited.db` and `signing.key`.
+    pub data_dir: PathBuf,
+    /// Worker threads that answer requests.
+    pub workers: usize,
+    /// How long our published keys are valid (`valid_until_ts` = now + this).
+    pub key_lifetime: Duration,
+    pub tls: Option<TlsConfig>,
+    pub federation: FederationConfig,
+    pub http: HttpConfig,
+    /// Where the configuration came from, for messages; `None` for the embedded default.
+    pub source: Option<PathBuf>,
+}
+
+/// `[tls]`: serve HTTPS with this certificate chain and private key (PEM files).
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+/// `[federation]`: how we talk to other servers (key fetching).
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Extra PEM root certificates trusted for outbound HTTPS (private deployments, tests).
+    pub ca_file: Option<PathBuf>,
+    /// Whether outbound HTTPS checks certificates. Only ever false in tests.
+    pub verify_certificates: bool,
+    /// Notary servers asked for keys when an origin cannot be reached.
+    pub trusted_key_servers: Vec<ServerName>,
+}
+
+/// `[http]`: limits of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub keep_alive_timeout: Duration,
+}
+
+/// A configuration problem, naming the key (or file) at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// The file format, exactly as written by operators. Everything optional has its default in
+// `Config::from_file_format`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    server_name: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    workers: Option<i64>,
+    key_lifetime_hours: Option<i64>,
+    tls: Option<TlsFormat>,
+    #[serde(default)]
+    federation: FederationFormat,
+    #[serde(default)]
+    http: HttpFormat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFormat {
+    certificate: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FederationFormat {
+    ca_file: Option<PathBuf>,
+    verify_certificates: Option<bool>,
+    trusted_key_servers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFormat {
+    max_connections: Option<i64>,
+    max_body_bytes: Option<i64>,
+    request_timeout_secs: Option<i64>,
+    keep_alive_secs: Option<i64>,
+}
+
+impl Config {
+    /// The embedded default: plain HTTP on 127.0.0.1:8448 as `localhost:8448`, data in
+    /// `./invited-data`.
+    pub fn embedded_default() -> Config {
+        // The default has no errors by construction; `from_file_format` on an empty file is it.
+        Config::from_file_format(FileFormat::default(), None)
+            .unwrap_or_else(|e| unreachable!("the embedded default configuration is valid: {e}"))
+    }
+
+    /// Loads and validates a TOML file. Relative paths inside it are relative to the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read configuration file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Config::parse(&text, Some(path))
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let shown = path.map_or("configuration".to_owned(), |p| p.display().to_string());
+        let format: FileFormat = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end().replace('\n', " ");
+            // Type errors do not name the key; the line they point at does.
+            let place = e
+                .span()
+                .map(|s| {
+                    let line_no = text[..s.start].matches('\n').count() + 1;
+                    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+                    format!(" line {line_no} `{line}`")
+                })
+                .unwrap_or_default();
+            ConfigError(format!("{shown}{place}: {msg}"))
+        })?;
+        let mut config = Config::from_file_format(format, path)
+            .map_err(|e| ConfigError(format!("{shown}: {e}")))?;
+        config.source = path.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    fn from_file_format(f: FileFormat, path: Option<&Path>) -> Result<Config, ConfigError> {
+        let base = path.and_then(Path::parent).unwrap_or(Path::new(""));
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+
+        let server_name = f.server_name.as_deref().unwrap_or(DEFAULT_SERVER_NAME);
+        let server_name =
+            ServerName::parse(server_name).map_err(|e| ConfigError(format!("server_name: {e}")))?;
+        let listen = f.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "listen: {listen:?} is not host:port with an IP address (e.g. \"0.0.0.0:8448\")"
+            ))
+        })?;
+        let data_dir = resolve(
+            f.data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        );
+        let workers = in_range("workers", f.workers, default_workers() as i64, 1, 256)? as usize;
+        let key_lifetime_hours =
+            in_range("key_lifetime_hours", f.key_lifetime_hours, 24, 1, 24 * 7)?;
+        let tls = f.tls.map(|t| TlsConfig {
+            certificate: resolve(t.certificate),
+            private_key: resolve(t.private_key),
+        });
+        let trusted_key_servers = f
+            .federation
+            .trusted_key_servers
+            .unwrap_or_default()
+            .iter()
+            .map(|s| {
+                ServerName::parse(s)
+                    .map_err(|e| ConfigError(format!("federation.trusted_key_servers: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let h = f.http;
+        let http = HttpConfig {
+            max_connections: in_range("http.max_connections", h.max_connections, 1024, 1, 65536)?
+                as usize,
+            max_body_bytes: in_range(
+                "http.max_body_bytes",
+                h.max_body_bytes,
+                1024 * 1024,
+                1024,
+                64 * 1024 * 1024,
+            )? as usize,
+            request_timeout: secs(in_range(
+                "http.request_timeout_secs",
+                h.request_timeout_secs,
+                10,
+                1,
+                600,
+            )?),
+            keep_alive_timeout: secs(in_range(
+                "http.keep_alive_secs",
+                h.keep_alive_secs,
+                30,
+                1,
+                3600,
+            )?),
+        };
+        Ok(Config {
+            server_name,
+            listen,
+            data_dir,
+            workers,
+            key_lifetime: secs(key_lifetime_hours * 3600),
+            tls,
+            federation: FederationConfig {
+                ca_file: f.federation.ca_file.map(resolve),
+                verify_certificates: f.federation.verify_certificates.unwrap_or(true),
+                trusted_key_servers,
+            },
+            http,
+            source: None,
+        })
+    }
+
+    /// Where the SQLite database lives.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("invited.db")
+    }
+
+    /// Where our signing key lives (Synapse's `signing.key` format).
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.data_dir.join("signing.key")
+    }
+
+    /// Whether this is the embedded default (no file), which deserves a loud warning.
+    pub fn is_embedded_default(&self) -> bool {
+        self.source.is_none()
+    }
+
+    /// The HTTP edge limits this configuration asks for.
+    pub fn http_limits(&self) -> invited_http::Limits {
+        invited_http::Limits {
+            max_connections: self.http.max_connections,
+            max_body_bytes: self.http.max_body_bytes,
+            request_timeout: self.http.request_timeout,
+            keep_alive_timeout: self.http.keep_alive_timeout,
+            ..invited_http::Limits::default()
+        }
+    }
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n.unsigned_abs())
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
+}
+
+fn in_range(
+    key: &str,
+    value: Option<i64>,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if (min..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ConfigError(format!("{key}: {v} is outside {min}..={max}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default() {
+        let c = Config::embedded_default();
+        assert_eq!(c.server_name.as_str(), "localhost:8448");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8448");
+        assert_eq!(c.data_dir, PathBuf::from("invited-data"));
+        assert!(c.tls.is_none());
+        assert!(c.federation.verify_certificates);
+        assert!(c.is_embedded_default());
+    }
+
+    #[test]
+    fn full_file() {
+        let c = Config::parse(
+            r#"
+server_name = "example.org"
+listen = "0.0.0.0:8448"
+data_dir = "data"
+workers = 3
+key_lifetime_hours = 48
+[tls]
+certificate = "/etc/c.pem"
+private_key = "k.pem"
+[federation]
+ca_file = "ca.pem"
+verify_certificates = false
+trusted_key_servers = ["matrix.org"]
+[http]
+max_connections = 10
+max_body_bytes = 2048
+request_timeout_secs = 5
+keep_alive_secs = 7
+"#,
+            Some(Path::new("/etc/invited/invited.toml")),
+        )
+        .unwrap();
+        assert_eq!(c.server_name.as_str(), "example.org");
+        assert_eq!(c.data_dir, PathBuf::from("/etc/invited/data"));
+        assert_eq!(c.workers, 3);
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.certificate, PathBuf::from("/etc/c.pem"));
+        assert_eq!(tls.private_key, PathBuf::from("/etc/invited/k.pem"));
+        assert_eq!(
+            c.federation.ca_file,
+            Some(PathBuf::from("/etc/invited/ca.pem"))
+        );
+        assert!(!c.federation.verify_certificates);
+        assert_eq!(c.federation.trusted_key_servers[0].as_str(), "matrix.org");
+        assert_eq!(c.http.max_body_bytes, 2048);
+        assert_eq!(c.key_lifetime, Duration::from_secs(48 * 3600));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let err = |text: &str| Config::parse(text, None).unwrap_err().0;
+        assert!(
+            err("server_nme = \"a\"").contains("server_nme"),
+            "{}",
+            err("server_nme = \"a\"")
+        );
+        assert!(err("[tls]\ncertificate = \"a\"\nkey = \"b\"").contains("key"));
+        assert!(err("server_name = \"a b\"").contains("server_name"));
+        assert!(err("listen = \"localhost\"").contains("listen"));
+        assert!(err("workers = 0").contains("workers"));
+        assert!(err("workers = \"two\"").contains("workers"));
+        assert!(
+            err("[federation]\ntrusted_key_servers = [\"a/b\"]").contains("trusted_key_servers")
+        );
+        assert!(err("[http]\nmax_body_bytes = 1").contains("http.max_body_bytes"));
+        assert!(err("[federation]\nverify_certificates = \"no\"").contains("verify_certificates"));
+        assert!(err("key_lifetime_hours = 0").contains("key_lifetime_hours"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Path + method → handler, and the one info log line per request.
+//!
+//! Handlers return `Result<Response, MatrixError>`; this file turns errors into Matrix error
+//! bodies, so no handler builds an error response by hand.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use invited_http::{EdgeError, Handler, Request, Response};
+use invited_matrix::{ServerName, SigningKey, Value};
+
+use crate::error::MatrixError;
+use crate::keys;
+use crate::store::OurKey;
+
+/// What the request handlers share. Built once at start-up.
+pub struct App {
+    pub server_name: ServerName,
+    pub signing_key: SigningKey,
+    /// Our key history as the database had it at start-up (rotation needs a restart).
+    pub key_history: Vec<OurKey>,
+    /// How long the keys we publish are valid.
+    pub key_lifetime_ms: i64,
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The endpoints we know, for telling 404 from 405.
+enum Route {
+    ServerKeys,
+    Version,
+}
+
+fn route(path: &str) -> Option<Route> {
+    match path {
+        "/_matrix/key/v2/server" => Some(Route::ServerKeys),
+        // The `/{keyId}` form was removed from the spec in v1.6 (MSC3938), but older servers
+        // still ask for it; the answer is the same.
+        p if p
+            .strip_prefix("/_matrix/key/v2/server/")
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')) =>
+        {
+            Some(Route::ServerKeys)
+        }
+        "/_matrix/federation/v1/version" => Some(Route::Version),
+        _ => None,
+    }
+}
+
+impl App {
+    fn dispatch(&self, request: &Request) -> Result<Response, MatrixError> {
+        let route = route(request.path()).ok_or_else(MatrixError::unrecognized)?;
+        match (route, request.method.as_str()) {
+            (Route::ServerKeys, "GET") => self.server_keys(),
+            (Route::Version, "GET") => Ok(json_response(200, &version_body())),
+            (_, method) => Err(MatrixError::method_not_allowed(method)),
+        }
+    }
+
+    fn server_keys(&self) -> Result<Response, MatrixError> {
+        let body = keys::key_response(
+            &self.server_name,
+            &self.signing_key,
+            &self.key_history,
+            now_ms().saturating_add(self.key_lifetime_ms),
+        )
+        .map_err(|e| {
+            log::error!("{e}");
+            MatrixError::internal()
+        })?;
+        Ok(json_response(200, &body))
+    }
+}
+
+fn version_body() -> Value {
+    let mut server = invited_matrix::Object::new();
+    server.insert("name".into(), "invited".into());
+    server.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    let mut body = invited_matrix::Object::new();
+    body.insert("server".into(), Value::Object(server));
+    Value::Object(body)
+}
+
+/// A JSON response with a canonical body.
+pub fn json_response(status: u16, body: &Value) -> Response {
+    Response::json(status, body.to_canonical_bytes())
+}
+
+impl Handler for App {
+    fn handle(&self, request: &Request) -> Response {
+        let started = Instant::now();
+        let response = self.dispatch(request).unwrap_or_else(|e| e.to_response());
+        log::info!(
+            "{} {} origin={} {} {:.1}ms",
+            request.method,
+            request.path(),
+            "-",
+            response.status,
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        response
+    }
+
+    fn edge_error(&self, error: &EdgeError) -> Response {
+        log::info!("edge: {} ({})", error.status(), error);
+        MatrixError::from_edge(error).to_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            route("/_matrix/key/v2/server"),
+            Some(Route::ServerKeys)
+        ));
+        assert!(matches!(
+            route("/_matrix/key/v2/server/ed25519:a"),
+            Some(Route::ServerKeys)
+        ));
+        assert!(route("/_matrix/key/v2/server/").is_none());
+        assert!(route("/_matrix/key/v2/server/a/b").is_none());
+        assert!(matches!(
+            route("/_matrix/federation/v1/version"),
+            Some(Route::Version)
+        ));
+        assert!(route("/").is_none());
+    }
+}

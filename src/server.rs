@@ -1,0 +1,113 @@
+//! `invited serve`: prepare the data directory, key and database, then run the HTTP edge until
+//! SIGINT/SIGTERM.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::sync::Arc;
+
+use invited_http::{Server, ServerOptions};
+
+use crate::Error;
+use crate::config::Config;
+use crate::keys;
+use crate::routes::{App, now_ms};
+use crate::store::Store;
+
+/// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
+pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
+    let dir = &config.data_dir;
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::new(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        log::info!("created data directory {}", dir.display());
+    } else if !dir.is_dir() {
+        return Err(Error::new(format!(
+            "data_dir {} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the database and our key, creating both on first start.
+pub fn open_state(config: &Config) -> Result<(Store, invited_matrix::SigningKey), Error> {
+    prepare_data_dir(config)?;
+    let mut store = Store::open(&config.database_path())?;
+    let key = keys::load_or_create(&config.signing_key_path(), &mut store, now_ms())?;
+    Ok((store, key))
+}
+
+/// Runs the server until a signal asks it to stop.
+pub fn serve(config: Config) -> Result<(), Error> {
+    if config.is_embedded_default() {
+        log::warn!(
+            "!!! No configuration given: running on the embedded default, as server name {} \
+             on plain HTTP. No other homeserver can reach this. Write a config file and pass \
+             --config for real use (see README).",
+            config.server_name
+        );
+    }
+    let (store, key) = open_state(&config)?;
+    let tls = match &config.tls {
+        Some(tls) => Some(
+            invited_http::load_tls_config(&tls.certificate, &tls.private_key)
+                .map_err(Error::new)?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let app = App {
+        server_name: config.server_name.clone(),
+        signing_key: key.clone(),
+        key_history: store.our_keys()?,
+        key_lifetime_ms: i64::try_from(config.key_lifetime.as_millis()).unwrap_or(i64::MAX),
+    };
+    let server = Server::bind(
+        config.listen,
+        ServerOptions {
+            workers: config.workers,
+            limits: config.http_limits(),
+            tls,
+        },
+    )
+    .map_err(|e| Error::new(format!("cannot listen on {}: {e}", config.listen)))?;
+
+    let shutdown = server.shutdown_handle();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| Error::new(format!("cannot install signal handlers: {e}")))?;
+    let signal_handle = signals.handle();
+    let signal_thread = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig} received: finishing in-flight requests, then stopping");
+                shutdown.shutdown();
+            }
+        })
+        .map_err(|e| Error::new(format!("cannot start the signal thread: {e}")))?;
+
+    log::info!(
+        "listening on {scheme}://{} as {} with key {} ({} workers)",
+        server.local_addr(),
+        config.server_name,
+        key.key_id(),
+        config.workers
+    );
+    let result = server.run(Arc::new(app));
+    signal_handle.close();
+    let _ = signal_thread.join();
+    store.close()?;
+    log::info!("stopped; database closed");
+    result.map_err(|e| Error::new(format!("server failed: {e}")))
+}
