@@ -1,0 +1,170 @@
+//! The I/O thread: one `poll(2)` loop over every connection that is not with a worker.
+//!
+//! It owns connections while they handshake, wait, or trickle in a request, enforces their
+//! deadlines, and hands each complete request (or edge error) to the worker pool. Nothing here
+//! blocks, so thousands of slow clients cannot delay a fast one.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use crate::Limits;
+use crate::conn::{Conn, Slot, Step, Work};
+use crate::server::Shared;
+use crate::sys::{self, WakeReceiver};
+
+/// Messages to the I/O thread; each is followed by a wake-up of its poll.
+pub(crate) enum ToIo {
+    /// A freshly accepted (non-blocking) connection.
+    New(TcpStream, SocketAddr, Slot),
+    /// A kept-alive or closing connection back from a worker.
+    Back(Box<Conn>),
+}
+
+/// A connection and the work a worker must do on it.
+pub(crate) struct Job {
+    pub conn: Box<Conn>,
+    pub work: Work,
+}
+
+/// Read chunk size; reads never ask for more than the current request still needs.
+const SCRATCH: usize = 16 * 1024;
+
+/// Connections travel between threads boxed; keeping the box here too means a hand-off never
+/// reallocates.
+#[allow(clippy::vec_box)]
+type Conns = Vec<Box<Conn>>;
+
+pub(crate) struct IoLoop {
+    pub inbox: Receiver<ToIo>,
+    pub wake: WakeReceiver,
+    pub jobs: Sender<Job>,
+    pub shared: Arc<Shared>,
+    pub limits: Limits,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl IoLoop {
+    /// Runs until shutdown; dropping `self` then closes every connection still held here and
+    /// the job queue, which lets the workers finish what is queued and exit.
+    pub(crate) fn run(self) {
+        let mut conns: Conns = Vec::new();
+        let mut scratch = vec![0u8; SCRATCH];
+        let mut fds = Vec::new();
+        while !self.shared.stopping() {
+            let now = Instant::now();
+            while let Ok(msg) = self.inbox.try_recv() {
+                match msg {
+                    ToIo::New(stream, peer, slot) => {
+                        if let Some(conn) = self.admit(stream, peer, slot, now) {
+                            conns.push(conn);
+                        }
+                    }
+                    ToIo::Back(mut conn) => {
+                        // Pipelined bytes may already be buffered: no poll would report them.
+                        let step = conn.pump(now, &self.limits, &mut scratch);
+                        self.apply(step, conn, &mut conns);
+                    }
+                }
+            }
+            let mut next: Option<Instant> = None;
+            let mut i = 0;
+            while i < conns.len() {
+                match conns[i].deadline() {
+                    Some(deadline) if deadline <= now => {
+                        let mut conn = conns.swap_remove(i);
+                        let step = conn.on_timeout();
+                        self.apply(step, conn, &mut conns);
+                        // `apply` may have pushed the connection back at the end; it is
+                        // looked at again in its new place, with a new deadline.
+                        continue;
+                    }
+                    Some(deadline) => next = Some(next.map_or(deadline, |n| n.min(deadline))),
+                    None => {}
+                }
+                i += 1;
+            }
+            fds.clear();
+            fds.push(sys::want(self.wake.fd(), sys::POLLIN));
+            fds.extend(conns.iter().map(|c| sys::want(c.fd(), c.interest())));
+            let timeout = next.map(|d| d.saturating_duration_since(now));
+            if let Err(e) = sys::poll(&mut fds, timeout) {
+                log::error!("poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            if fds[0].revents != 0 {
+                self.wake.drain();
+            }
+            let now = Instant::now();
+            // Backwards, so that swap_remove(i) only moves an already handled connection.
+            for i in (0..conns.len()).rev() {
+                let revents = fds.get(i + 1).map_or(0, |f| f.revents);
+                if revents == 0 {
+                    continue;
+                }
+                let mut step = conns[i].pump(now, &self.limits, &mut scratch);
+                if matches!(step, Step::Wait)
+                    && revents & (sys::POLLERR | sys::POLLHUP | sys::POLLNVAL) != 0
+                {
+                    // Nothing more will come, and poll would keep reporting it.
+                    step = Step::Close;
+                }
+                if !matches!(step, Step::Wait) {
+                    let conn = conns.swap_remove(i);
+                    self.apply(step, conn, &mut conns);
+                }
+            }
+        }
+        log::debug!("I/O thread stopping; closing {} connections", conns.len());
+        for conn in &mut conns {
+            conn.close_notify_nonblocking();
+        }
+    }
+
+    fn admit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        slot: Slot,
+        now: Instant,
+    ) -> Option<Box<Conn>> {
+        let tls = match &self.tls {
+            None => None,
+            Some(config) => match rustls::ServerConnection::new(Arc::clone(config)) {
+                Ok(mut tls) => {
+                    // Responses are already in memory; let the worker hand them over whole.
+                    tls.set_buffer_limit(None);
+                    Some(tls)
+                }
+                Err(e) => {
+                    log::error!("cannot start a TLS session: {e}");
+                    return None;
+                }
+            },
+        };
+        log::debug!("{peer}: connected");
+        Some(Box::new(Conn::new(
+            stream,
+            peer,
+            slot,
+            tls,
+            &self.limits,
+            now,
+        )))
+    }
+
+    /// Carries out `step` for a connection not currently in `conns`.
+    fn apply(&self, step: Step, conn: Box<Conn>, conns: &mut Conns) {
+        match step {
+            Step::Wait => conns.push(conn),
+            Step::Close => log::debug!("{}: closed", conn.peer()),
+            Step::Dispatch(work) => {
+                if self.jobs.send(Job { conn, work }).is_err() {
+                    log::error!("no worker left to take a request");
+                }
+            }
+        }
+    }
+}

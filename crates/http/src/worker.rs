@@ -1,0 +1,107 @@
+//! Worker threads: run the handler on a complete request and write the response.
+//!
+//! A fixed number of them, so the application's own resources (one database connection per
+//! worker, say) are bounded. A worker never reads from a client, so it is never held by a slow
+//! one; writing is bounded by `write_timeout`.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::conn::{Work, after};
+use crate::io_loop::{Job, ToIo};
+use crate::response::{Persist, serialize};
+use crate::server::Shared;
+use crate::{EdgeError, Handler, Limits, Response};
+
+pub(crate) struct Worker {
+    pub jobs: Arc<Mutex<Receiver<Job>>>,
+    pub to_io: Sender<ToIo>,
+    pub shared: Arc<Shared>,
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+}
+
+impl Worker {
+    /// Serves jobs until the queue is closed and empty (the I/O thread has stopped).
+    pub(crate) fn run(self) {
+        loop {
+            let job = {
+                let queue = self
+                    .jobs
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                queue.recv()
+            };
+            let Ok(job) = job else { return };
+            // The handler has its own catch_unwind; this one keeps a bug in the edge from
+            // shrinking the pool.
+            if catch_unwind(AssertUnwindSafe(|| self.serve(job))).is_err() {
+                log::error!("worker recovered from a panic outside the handler");
+            }
+        }
+    }
+
+    fn serve(&self, job: Job) {
+        let Job { mut conn, work } = job;
+        let (response, persist) = match work {
+            Work::Request {
+                request,
+                keep_alive,
+                minor,
+            } => {
+                conn.served += 1;
+                let response = match catch_unwind(AssertUnwindSafe(|| {
+                    self.handler.handle(&request)
+                })) {
+                    Ok(response) => response,
+                    Err(_) => {
+                        log::error!("handler panicked on {} {}", request.method, request.path());
+                        self.edge_response(&EdgeError::HandlerPanicked)
+                    }
+                };
+                let keep = keep_alive
+                    && conn.served < self.limits.max_requests_per_connection
+                    && !self.shared.stopping();
+                let persist = match (keep, minor) {
+                    (false, _) => Persist::Close,
+                    (true, 0) => Persist::KeepAlive10,
+                    (true, _) => Persist::KeepAlive11,
+                };
+                (response, persist)
+            }
+            // The framing can no longer be trusted, or the client is too slow: always close.
+            Work::Refuse(error) => (self.edge_response(&error), Persist::Close),
+        };
+        let deadline = after(Instant::now(), self.limits.write_timeout);
+        if let Err(e) = conn.send(&serialize(&response, persist), deadline) {
+            log::debug!("{}: writing the response failed: {e}", conn.peer());
+            return;
+        }
+        if persist == Persist::Close {
+            conn.start_close(deadline);
+        } else {
+            conn.start_idle(&self.limits);
+        }
+        if self.shared.stopping() {
+            // The I/O thread may be gone; dropping closes the connection.
+            return;
+        }
+        if self.to_io.send(ToIo::Back(conn)).is_ok() {
+            self.shared.wake_io();
+        }
+    }
+
+    /// The application's response to an edge error, or a plain one if that panics too.
+    fn edge_response(&self, error: &EdgeError) -> Response {
+        catch_unwind(AssertUnwindSafe(|| self.handler.edge_error(error))).unwrap_or_else(|_| {
+            log::error!("edge_error handler panicked on {error:?}");
+            Response {
+                status: error.status(),
+                headers: vec![("Content-Type".to_owned(), "text/plain".to_owned())],
+                body: error.to_string().into_bytes(),
+            }
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Deadlines: per request (not extended by trickling), idle keep-alive, silent connections and
+//! writes to a client that does not read.
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use invited_http::{Limits, ServerOptions};
+
+fn limits() -> Limits {
+    Limits {
+        request_timeout: Duration::from_millis(800),
+        keep_alive_timeout: Duration::from_millis(600),
+        write_timeout: Duration::from_millis(500),
+        ..test_limits()
+    }
+}
+
+/// Writes `bytes` one every 100 ms until the response arrives; returns it and how long it took.
+fn trickle_until_answer(c: &mut Client<std::net::TcpStream>, bytes: &[u8]) -> (Resp, Duration) {
+    let mut writer = c.stream.try_clone().unwrap();
+    let bytes = bytes.to_vec();
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    let start = Instant::now();
+    let trickler = std::thread::spawn(move || {
+        for b in bytes {
+            if stop.load(Ordering::SeqCst) || writer.write_all(&[b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let r = c.response();
+    let elapsed = start.elapsed();
+    done.store(true, Ordering::SeqCst);
+    trickler.join().unwrap();
+    (r, elapsed)
+}
+
+#[test]
+fn trickled_head_gets_408_at_the_request_deadline() {
+    let (server, handler) = TestServer::start(options(limits()));
+    let mut c = server.connect();
+    // 40 bytes at 10 per second would take 4 s; the deadline is 0.8 s after the first byte.
+    let (r, elapsed) =
+        trickle_until_answer(&mut c, b"GET /slow HTTP/1.1\r\nX-Slow: aaaaaaaaaa\r\n\r\n");
+    assert_eq!(r.status, 408);
+    assert!(r.closes());
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed < Duration::from_millis(1500),
+        "answered after {elapsed:?}"
+    );
+    c.expect_closed();
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn trickled_body_gets_408_at_the_request_deadline() {
+    let (server, _) = TestServer::start(options(limits()));
+    let mut c = server.connect();
+    c.send(b"PUT / HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+    let (r, elapsed) = trickle_until_answer(&mut c, &[b'x'; 50]);
+    assert_eq!(r.status, 408);
+    assert!(
+        elapsed >= Duration::from_millis(700) && elapsed < Duration::from_millis(1500),
+        "answered after {elapsed:?}"
+    );
+    c.expect_closed();
+}
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let (server, _) = TestServer::start(options(limits()));
+    let mut c = server.connect();
+    assert_eq!(c.request(b"GET / HTTP/1.1\r\n\r\n").status, 200);
+    let start = Instant::now();
+    c.expect_closed();
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(1500),
+        "closed after {elapsed:?}"
+    );
+}
+
+#[test]
+fn silent_connection_is_closed_without_a_response() {
+    let (server, _) = TestServer::start(options(limits()));
+    let mut s = connect(server.addr);
+    let start = Instant::now();
+    expect_eof(&mut s);
+    // min(request_timeout, keep_alive_timeout) for the first request.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(1500),
+        "closed after {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_a_worker_only_until_the_write_deadline() {
+    let (server, _) = TestServer::start(ServerOptions {
+        workers: 1,
+        ..options(limits())
+    });
+    let mut stuck = server.connect();
+    // Far more than loopback socket buffers hold; the client never reads it.
+    stuck.send(b"GET /big/67108864 HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    let r = server.request(b"GET /next HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "answered after {elapsed:?}"
+    );
+    drop(stuck);
+}
