@@ -37,6 +37,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub federation: FederationConfig,
     pub http: HttpConfig,
+    pub invites: InvitesConfig,
     /// Where the configuration came from, for messages; `None` for the embedded default.
     pub source: Option<PathBuf>,
 }
@@ -57,7 +58,45 @@ pub struct FederationConfig {
     pub verify_certificates: bool,
     /// Notary servers asked for keys when an origin cannot be reached.
     pub trusted_key_servers: Vec<ServerName>,
+    /// Outbound requests to these addresses are refused (checked on the resolved IP)...
+    pub ip_range_blocklist: Vec<IpRange>,
+    /// ...unless the address is also in one of these.
+    pub ip_range_allowlist: Vec<IpRange>,
 }
+
+pub use crate::federation::ip_filter::IpRange;
+
+/// Synapse's default `ip_range_blacklist`: loopback, private, link-local, CGNAT, multicast,
+/// documentation and other special-purpose ranges, IPv4 and IPv6.
+pub const DEFAULT_IP_RANGE_BLOCKLIST: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::1/128",
+    "::/128",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
 
 /// `[http]`: limits of the HTTP edge.
 #[derive(Debug, Clone)]
@@ -66,6 +105,24 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub keep_alive_timeout: Duration,
+}
+
+/// `[invites]`: how invites are checked.
+#[derive(Debug, Clone)]
+pub struct InvitesConfig {
+    pub room_state_checks: RoomStateChecks,
+}
+
+/// How strictly `invite_room_state` is checked (MSC4311).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoomStateChecks {
+    /// As the spec says: refuse failures for room version 12, warn (store a warning) for 1–11.
+    Spec,
+    /// Refuse failures for every room version.
+    Strict,
+    /// Check nothing (store what came).
+    Off,
 }
 
 /// A configuration problem, naming the key (or file) at fault.
@@ -95,6 +152,14 @@ struct FileFormat {
     federation: FederationFormat,
     #[serde(default)]
     http: HttpFormat,
+    #[serde(default)]
+    invites: InvitesFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvitesFormat {
+    room_state_checks: Option<RoomStateChecks>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +175,8 @@ struct FederationFormat {
     ca_file: Option<PathBuf>,
     verify_certificates: Option<bool>,
     trusted_key_servers: Option<Vec<String>>,
+    ip_range_blocklist: Option<Vec<String>>,
+    ip_range_allowlist: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +264,26 @@ impl Config {
                     .map_err(|e| ConfigError(format!("federation.trusted_key_servers: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let ranges = |key: &str, list: Vec<String>| {
+            list.iter()
+                .map(|r| {
+                    IpRange::parse(r).map_err(|e| ConfigError(format!("federation.{key}: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let ip_range_blocklist = ranges(
+            "ip_range_blocklist",
+            f.federation.ip_range_blocklist.unwrap_or_else(|| {
+                DEFAULT_IP_RANGE_BLOCKLIST
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }),
+        )?;
+        let ip_range_allowlist = ranges(
+            "ip_range_allowlist",
+            f.federation.ip_range_allowlist.unwrap_or_default(),
+        )?;
         let h = f.http;
         let http = HttpConfig {
             max_connections: in_range("http.max_connections", h.max_connections, 1024, 1, 65536)?
@@ -234,8 +321,13 @@ impl Config {
                 ca_file: f.federation.ca_file.map(resolve),
                 verify_certificates: f.federation.verify_certificates.unwrap_or(true),
                 trusted_key_servers,
+                ip_range_blocklist,
+                ip_range_allowlist,
             },
             http,
+            invites: InvitesConfig {
+                room_state_checks: f.invites.room_state_checks.unwrap_or(RoomStateChecks::Spec),
+            },
             source: None,
         })
     }
@@ -321,11 +413,14 @@ private_key = "k.pem"
 ca_file = "ca.pem"
 verify_certificates = false
 trusted_key_servers = ["matrix.org"]
+ip_range_allowlist = ["127.0.0.0/8", "::1/128"]
 [http]
 max_connections = 10
 max_body_bytes = 2048
 request_timeout_secs = 5
 keep_alive_secs = 7
+[invites]
+room_state_checks = "strict"
 "#,
             Some(Path::new("/etc/invited/invited.toml")),
         )
@@ -343,6 +438,12 @@ keep_alive_secs = 7
         assert!(!c.federation.verify_certificates);
         assert_eq!(c.federation.trusted_key_servers[0].as_str(), "matrix.org");
         assert_eq!(c.http.max_body_bytes, 2048);
+        assert_eq!(c.federation.ip_range_allowlist.len(), 2);
+        assert_eq!(c.invites.room_state_checks, RoomStateChecks::Strict);
+        assert_eq!(
+            c.federation.ip_range_blocklist.len(),
+            DEFAULT_IP_RANGE_BLOCKLIST.len()
+        );
         assert_eq!(c.key_lifetime, Duration::from_secs(48 * 3600));
     }
 
@@ -365,5 +466,10 @@ keep_alive_secs = 7
         assert!(err("[http]\nmax_body_bytes = 1").contains("http.max_body_bytes"));
         assert!(err("[federation]\nverify_certificates = \"no\"").contains("verify_certificates"));
         assert!(err("key_lifetime_hours = 0").contains("key_lifetime_hours"));
+        assert!(err("[invites]\nroom_state_checks = \"lax\"").contains("room_state_checks"));
+        assert!(
+            err("[federation]\nip_range_allowlist = [\"1.2.3.4/33\"]")
+                .contains("ip_range_allowlist")
+        );
     }
 }

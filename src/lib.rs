@@ -6,6 +6,8 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod federation;
+pub mod invite;
 pub mod keys;
 pub mod routes;
 pub mod server;

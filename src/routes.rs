@@ -8,9 +8,12 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use invited_http::{EdgeError, Handler, Request, Response};
 use invited_matrix::{ServerName, SigningKey, Value};
 
+use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
+use crate::federation::keyring::Keyring;
+use crate::invite::{self, Api, InviteContext};
 use crate::keys;
-use crate::store::OurKey;
+use crate::store::{OurKey, StorePool};
 
 /// What the request handlers share. Built once at start-up.
 pub struct App {
@@ -20,6 +23,9 @@ pub struct App {
     pub key_history: Vec<OurKey>,
     /// How long the keys we publish are valid.
     pub key_lifetime_ms: i64,
+    pub keyring: Keyring,
+    pub store: std::sync::Arc<StorePool>,
+    pub room_state_checks: RoomStateChecks,
 }
 
 /// The current time in milliseconds since the Unix epoch.
@@ -30,12 +36,28 @@ pub fn now_ms() -> i64 {
 }
 
 /// The endpoints we know, for telling 404 from 405.
-enum Route {
+enum Route<'a> {
     ServerKeys,
     Version,
+    /// The invite endpoints, with the raw (still percent-encoded) room and event segments.
+    Invite(Api, &'a str, &'a str),
 }
 
-fn route(path: &str) -> Option<Route> {
+fn route(path: &str) -> Option<Route<'_>> {
+    for (prefix, api) in [
+        ("/_matrix/federation/v2/invite/", Api::V2),
+        ("/_matrix/federation/v1/invite/", Api::V1),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let mut parts = rest.split('/');
+            return match (parts.next(), parts.next(), parts.next()) {
+                (Some(room), Some(event), None) if !room.is_empty() && !event.is_empty() => {
+                    Some(Route::Invite(api, room, event))
+                }
+                _ => None,
+            };
+        }
+    }
     match path {
         "/_matrix/key/v2/server" => Some(Route::ServerKeys),
         // The `/{keyId}` form was removed from the spec in v1.6 (MSC3938), but older servers
@@ -52,11 +74,26 @@ fn route(path: &str) -> Option<Route> {
 }
 
 impl App {
-    fn dispatch(&self, request: &Request) -> Result<Response, MatrixError> {
+    fn dispatch(
+        &self,
+        request: &Request,
+        origin: &mut Option<ServerName>,
+    ) -> Result<Response, MatrixError> {
         let route = route(request.path()).ok_or_else(MatrixError::unrecognized)?;
         match (route, request.method.as_str()) {
             (Route::ServerKeys, "GET") => self.server_keys(),
             (Route::Version, "GET") => Ok(json_response(200, &version_body())),
+            (Route::Invite(api, room, event), "PUT") => {
+                let ctx = InviteContext {
+                    our_name: &self.server_name,
+                    signing_key: &self.signing_key,
+                    keyring: &self.keyring,
+                    store: &self.store,
+                    room_state_checks: self.room_state_checks,
+                    now_ms: now_ms(),
+                };
+                invite::handle(&ctx, request, api, room, event, origin)
+            }
             (_, method) => Err(MatrixError::method_not_allowed(method)),
         }
     }
@@ -93,12 +130,16 @@ pub fn json_response(status: u16, body: &Value) -> Response {
 impl Handler for App {
     fn handle(&self, request: &Request) -> Response {
         let started = Instant::now();
-        let response = self.dispatch(request).unwrap_or_else(|e| e.to_response());
+        let mut origin = None;
+        let response = self.dispatch(request, &mut origin).unwrap_or_else(|e| {
+            log::debug!("{} {}: {e}", request.method, request.path());
+            e.to_response()
+        });
         log::info!(
             "{} {} origin={} {} {:.1}ms",
             request.method,
             request.path(),
-            "-",
+            origin.as_ref().map_or("-", |o| o.as_str()),
             response.status,
             started.elapsed().as_secs_f64() * 1000.0
         );
@@ -132,5 +173,16 @@ mod tests {
             Some(Route::Version)
         ));
         assert!(route("/").is_none());
+        assert!(matches!(
+            route("/_matrix/federation/v2/invite/%21r%3Aa/%24e"),
+            Some(Route::Invite(Api::V2, "%21r%3Aa", "%24e"))
+        ));
+        assert!(matches!(
+            route("/_matrix/federation/v1/invite/r/e"),
+            Some(Route::Invite(Api::V1, "r", "e"))
+        ));
+        assert!(route("/_matrix/federation/v2/invite/r").is_none());
+        assert!(route("/_matrix/federation/v2/invite/r/e/x").is_none());
+        assert!(route("/_matrix/federation/v2/invite//e").is_none());
     }
 }

@@ -9,9 +9,10 @@ use invited_http::{Server, ServerOptions};
 
 use crate::Error;
 use crate::config::Config;
+use crate::federation::keyring::Keyring;
 use crate::keys;
 use crate::routes::{App, now_ms};
-use crate::store::Store;
+use crate::store::{Store, StorePool};
 
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
 pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
@@ -64,12 +65,22 @@ pub fn serve(config: Config) -> Result<(), Error> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let app = App {
+    let pool = Arc::new(StorePool::new(&config.database_path()));
+    let keyring = Keyring::new(
+        config.server_name.clone(),
+        &config.federation,
+        pool.clone(),
+        config.workers,
+    )?;
+    let app = Arc::new(App {
         server_name: config.server_name.clone(),
         signing_key: key.clone(),
         key_history: store.our_keys()?,
         key_lifetime_ms: i64::try_from(config.key_lifetime.as_millis()).unwrap_or(i64::MAX),
-    };
+        keyring,
+        store: pool.clone(),
+        room_state_checks: config.invites.room_state_checks,
+    });
     let server = Server::bind(
         config.listen,
         ServerOptions {
@@ -104,7 +115,9 @@ pub fn serve(config: Config) -> Result<(), Error> {
         key.key_id(),
         config.workers
     );
-    let result = server.run(Arc::new(app));
+    let result = server.run(app.clone());
+    drop(app);
+    pool.close()?;
     signal_handle.close();
     let _ = signal_thread.join();
     store.close()?;

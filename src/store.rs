@@ -59,6 +59,60 @@ pub struct OurKey {
     pub expired_ts: Option<i64>,
 }
 
+/// Another server's key as the database records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKeyRow {
+    pub server_name: String,
+    pub key_id: String,
+    pub public_key: String,
+    pub valid_until_ts: Option<i64>,
+    pub expired_ts: Option<i64>,
+    pub fetched_ts: i64,
+    pub fetched_from: String,
+}
+
+/// An invite as stored after we answered it (what a retry needs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredInvite {
+    pub event_id: String,
+    pub origin: String,
+    pub event_fingerprint: String,
+    pub api_version: i64,
+    pub signed_event: String,
+    pub response_body: String,
+}
+
+/// One `invite_room_state` entry to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStateRow {
+    pub event_type: String,
+    pub state_key: String,
+    pub sender: String,
+    /// JSON text.
+    pub content: String,
+    /// Canonical JSON of the full PDU, when the entry was one.
+    pub pdu: Option<String>,
+}
+
+/// A new invite to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvite {
+    pub event_id: String,
+    pub room_id: String,
+    pub room_version: String,
+    pub invitee: String,
+    pub sender: String,
+    pub origin: String,
+    pub origin_server_ts: i64,
+    pub received_ts: i64,
+    pub api_version: i64,
+    pub event_fingerprint: String,
+    pub signed_event: String,
+    pub response_body: String,
+    pub room_state: Vec<RoomStateRow>,
+    pub warnings: Vec<String>,
+}
+
 /// A connection to the database. One per thread; SQLite serialises writers itself.
 pub struct Store {
     conn: Connection,
@@ -266,6 +320,166 @@ impl Store {
             .context(|| format!("cannot close database {shown}"))
     }
 
+    /// Every key we know for `server`.
+    pub fn remote_keys(&self, server: &str) -> Result<Vec<RemoteKeyRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts,
+                        fetched_from
+                 FROM remote_keys WHERE server_name = ?1",
+            )
+            .context(|| format!("cannot read keys of {server}"))?;
+        let rows = stmt
+            .query_map(params![server], |r| {
+                Ok(RemoteKeyRow {
+                    server_name: r.get(0)?,
+                    key_id: r.get(1)?,
+                    public_key: r.get(2)?,
+                    valid_until_ts: r.get(3)?,
+                    expired_ts: r.get(4)?,
+                    fetched_ts: r.get(5)?,
+                    fetched_from: r.get(6)?,
+                })
+            })
+            .context(|| format!("cannot read keys of {server}"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context(|| format!("cannot read keys of {server}"))
+    }
+
+    /// Records keys from one fetched response, replacing what we had for those key IDs.
+    pub fn save_remote_keys(&mut self, keys: &[RemoteKeyRow]) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a transaction".to_owned())?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO remote_keys (server_name, key_id, public_key, valid_until_ts,
+                         expired_ts, fetched_ts, fetched_from)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (server_name, key_id) DO UPDATE SET
+                         public_key = excluded.public_key,
+                         valid_until_ts = excluded.valid_until_ts,
+                         expired_ts = excluded.expired_ts,
+                         fetched_ts = excluded.fetched_ts,
+                         fetched_from = excluded.fetched_from",
+                )
+                .context(|| "cannot save remote keys".to_owned())?;
+            for k in keys {
+                stmt.execute(params![
+                    k.server_name,
+                    k.key_id,
+                    k.public_key,
+                    k.valid_until_ts,
+                    k.expired_ts,
+                    k.fetched_ts,
+                    k.fetched_from
+                ])
+                .context(|| format!("cannot save key {} of {}", k.key_id, k.server_name))?;
+            }
+        }
+        tx.commit()
+            .context(|| "cannot commit remote keys".to_owned())
+    }
+
+    /// The stored invite with this event ID, if any.
+    pub fn find_invite(&self, event_id: &str) -> Result<Option<StoredInvite>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT event_id, origin, event_fingerprint, api_version, signed_event,
+                        response_body
+                 FROM invites WHERE event_id = ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![event_id], |r| {
+                    Ok(StoredInvite {
+                        event_id: r.get(0)?,
+                        origin: r.get(1)?,
+                        event_fingerprint: r.get(2)?,
+                        api_version: r.get(3)?,
+                        signed_event: r.get(4)?,
+                        response_body: r.get(5)?,
+                    })
+                })
+                .optional()
+            })
+            .context(|| format!("cannot look up invite {event_id}"))
+    }
+
+    /// Stores an invite with its room state and warnings, in one durable transaction. If an
+    /// invite with the same event ID is already stored (a concurrent duplicate won the race),
+    /// nothing is written and the stored one is returned instead.
+    pub fn insert_invite(&mut self, invite: &NewInvite) -> Result<StoredInvite, StoreError> {
+        let id = invite.event_id.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a transaction".to_owned())?;
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
+                     origin_server_ts, received_ts, api_version, event_fingerprint,
+                     signed_event, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    invite.event_id,
+                    invite.room_id,
+                    invite.room_version,
+                    invite.invitee,
+                    invite.sender,
+                    invite.origin,
+                    invite.origin_server_ts,
+                    invite.received_ts,
+                    invite.api_version,
+                    invite.event_fingerprint,
+                    invite.signed_event,
+                    invite.response_body
+                ])
+            })
+            .context(|| format!("cannot store invite {id}"))?;
+        if inserted == 1 {
+            let mut state = tx
+                .prepare_cached(
+                    "INSERT INTO invite_room_state
+                         (event_id, position, type, state_key, sender, content, pdu)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .context(|| format!("cannot store the room state of {id}"))?;
+            for (i, row) in invite.room_state.iter().enumerate() {
+                state
+                    .execute(params![
+                        id,
+                        i as i64,
+                        row.event_type,
+                        row.state_key,
+                        row.sender,
+                        row.content,
+                        row.pdu
+                    ])
+                    .context(|| format!("cannot store the room state of {id}"))?;
+            }
+            drop(state);
+            let mut warn = tx
+                .prepare_cached("INSERT INTO invite_warnings (event_id, warning) VALUES (?1, ?2)")
+                .context(|| format!("cannot store the warnings of {id}"))?;
+            for w in &invite.warnings {
+                warn.execute(params![id, w])
+                    .context(|| format!("cannot store the warnings of {id}"))?;
+            }
+        }
+        tx.commit()
+            .context(|| format!("cannot commit invite {id}"))?;
+        self.find_invite(&id)?.ok_or_else(|| StoreError {
+            context: format!("invite {id} vanished after being stored"),
+            source: None,
+        })
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         let result: String = self
@@ -280,6 +494,60 @@ impl Store {
                 source: None,
             })
         }
+    }
+}
+
+/// A small pool of connections, so each worker thread can have its own without opening one
+/// per request.
+pub struct StorePool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Store>>,
+}
+
+impl fmt::Debug for StorePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorePool")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl StorePool {
+    /// A pool over an already migrated database.
+    pub fn new(path: &Path) -> StorePool {
+        StorePool {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a connection, opening one if none is idle.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut store = match pooled {
+            Some(s) => s,
+            None => Store::open(&self.path)?,
+        };
+        let result = f(&mut store);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(store);
+        }
+        result
+    }
+
+    /// Closes every idle connection.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let stores: Vec<Store> = match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for s in stores {
+            s.close()?;
+        }
+        Ok(())
     }
 }
 

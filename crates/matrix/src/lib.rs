@@ -15,6 +15,7 @@ pub mod json;
 pub mod redaction;
 pub mod room_version;
 pub mod signing;
+pub mod x_matrix;
 
 pub use event::{
     EventCheckError, EventIdError, EventKeys, add_content_hash, check_content_hash, content_hash,

@@ -1,0 +1,295 @@
+//! Outbound HTTPS to other homeservers (key fetching), on ureq with strict limits.
+//!
+//! Each request goes to an address we resolved ourselves (server discovery decides it), and
+//! every resolved address passes the IP filter before a connection is made: the filter sits in
+//! the resolver, so redirects and well-known lookups cannot bypass it. TLS names and the Host
+//! header stay the server name, as the spec's resolution rules require.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use invited_matrix::{Value, json};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::DefaultConnector;
+
+use crate::Error;
+use crate::config::FederationConfig;
+use crate::federation::ip_filter::{IpRange, is_allowed};
+
+/// Where to send a request: the URL authority (TLS name and port) and the addresses to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` for the URL; its host is the TLS name (certificate and SNI).
+    pub authority: String,
+    /// Addresses already resolved for `authority` (empty: resolve it when connecting).
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// Why an outbound request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(pub String);
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Largest response body we read from another server.
+pub const MAX_RESPONSE_BYTES: u64 = 512 * 1024;
+
+/// The outbound HTTPS client.
+pub struct FederationClient {
+    tls: ureq::tls::TlsConfig,
+    blocklist: Arc<Vec<IpRange>>,
+    allowlist: Arc<Vec<IpRange>>,
+    connect_timeout: Duration,
+    total_timeout: Duration,
+}
+
+impl fmt::Debug for FederationClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FederationClient").finish_non_exhaustive()
+    }
+}
+
+/// Where Linux distributions keep the system's PEM root bundle.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+impl FederationClient {
+    pub fn new(config: &FederationConfig) -> Result<FederationClient, Error> {
+        let mut builder = ureq::tls::TlsConfig::builder();
+        if config.verify_certificates {
+            let mut roots: Vec<ureq::tls::Certificate<'static>> = Vec::new();
+            let system = std::env::var("SSL_CERT_FILE")
+                .ok()
+                .into_iter()
+                .chain(SYSTEM_BUNDLES.iter().map(|s| s.to_string()))
+                .find(|p| std::path::Path::new(p).exists());
+            if let Some(path) = &system {
+                roots.extend(read_pem_certs(std::path::Path::new(path))?);
+            }
+            if let Some(ca) = &config.ca_file {
+                let extra = read_pem_certs(ca)?;
+                if extra.is_empty() {
+                    return Err(Error::new(format!(
+                        "federation.ca_file {}: no certificate in it",
+                        ca.display()
+                    )));
+                }
+                roots.extend(extra);
+            }
+            if roots.is_empty() {
+                log::warn!("no system root certificates found; using the bundled Mozilla roots");
+            } else {
+                builder = builder.root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)));
+            }
+        } else {
+            log::warn!("federation.verify_certificates = false: outbound TLS is NOT verified");
+            builder = builder.disable_verification(true);
+        }
+        Ok(FederationClient {
+            tls: builder.build(),
+            blocklist: Arc::new(config.ip_range_blocklist.clone()),
+            allowlist: Arc::new(config.ip_range_allowlist.clone()),
+            connect_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(10),
+        })
+    }
+
+    fn agent(&self, target: &Target, redirects: u32) -> ureq::Agent {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(redirects)
+            .max_redirects_will_error(false)
+            .timeout_connect(Some(self.connect_timeout))
+            .timeout_global(Some(self.total_timeout))
+            .user_agent(concat!("invited/", env!("CARGO_PKG_VERSION")))
+            .tls_config(self.tls.clone())
+            .build();
+        ureq::Agent::with_parts(
+            config,
+            DefaultConnector::default(),
+            FilteringResolver {
+                pinned: (target.authority.clone(), target.addrs.clone()),
+                blocklist: self.blocklist.clone(),
+                allowlist: self.allowlist.clone(),
+            },
+        )
+    }
+
+    /// `GET https://<target><path>` expecting a JSON 200 answer.
+    pub fn get_json(&self, target: &Target, path: &str) -> Result<Value, FetchError> {
+        let url = format!("https://{}{path}", target.authority);
+        let response = self
+            .agent(target, 0)
+            .get(&url)
+            .call()
+            .map_err(|e| FetchError(format!("GET {url}: {e}")))?;
+        read_json(response, &url)
+    }
+
+    /// `POST https://<target><path>` with a JSON body, expecting a JSON 200 answer.
+    pub fn post_json(
+        &self,
+        target: &Target,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, FetchError> {
+        let url = format!("https://{}{path}", target.authority);
+        let response = self
+            .agent(target, 0)
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .send(body.to_canonical_string())
+            .map_err(|e| FetchError(format!("POST {url}: {e}")))?;
+        read_json(response, &url)
+    }
+
+    /// `GET https://<hostname>/.well-known/matrix/server`, following up to 5 redirects.
+    /// Returns the JSON and the `Cache-Control: max-age` if any.
+    pub fn get_well_known(&self, hostname: &str) -> Result<(Value, Option<Duration>), FetchError> {
+        let target = Target {
+            authority: format!("{hostname}:443"),
+            addrs: Vec::new(),
+        };
+        let url = format!("https://{hostname}/.well-known/matrix/server");
+        let response = self
+            .agent(&target, 5)
+            .get(&url)
+            .call()
+            .map_err(|e| FetchError(format!("GET {url}: {e}")))?;
+        let max_age = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
+        Ok((read_json(response, &url)?, max_age))
+    }
+}
+
+fn read_json(
+    mut response: ureq::http::Response<ureq::Body>,
+    url: &str,
+) -> Result<Value, FetchError> {
+    let status = response.status().as_u16();
+    if status != 200 {
+        return Err(FetchError(format!("{url} answered {status}")));
+    }
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| FetchError(format!("{url}: reading the body: {e}")))?;
+    json::parse_bytes(&bytes).map_err(|e| FetchError(format!("{url}: {e}")))
+}
+
+fn parse_max_age(cache_control: &str) -> Option<Duration> {
+    cache_control.split(',').find_map(|d| {
+        let d = d.trim();
+        let v = d.strip_prefix("max-age=")?;
+        v.trim_matches('"')
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+    })
+}
+
+fn read_pem_certs(path: &std::path::Path) -> Result<Vec<ureq::tls::Certificate<'static>>, Error> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::new(format!(
+            "cannot read certificates from {}: {e}",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => out.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::new(format!("bad PEM in {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves the pinned authority to its pre-resolved addresses, anything else (redirect
+/// targets, well-known hosts) through the system resolver, and drops every address the IP
+/// filter refuses.
+#[derive(Debug)]
+struct FilteringResolver {
+    pinned: (String, Vec<SocketAddr>),
+    blocklist: Arc<Vec<IpRange>>,
+    allowlist: Arc<Vec<IpRange>>,
+}
+
+impl Resolver for FilteringResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let authority = uri
+            .authority()
+            .ok_or_else(|| ureq::Error::BadUri(format!("{uri} has no host")))?;
+        let port = authority.port_u16().unwrap_or(443);
+        let host = authority.host();
+        let key = format!("{host}:{port}");
+        let candidates: Vec<SocketAddr> = if key == self.pinned.0 && !self.pinned.1.is_empty() {
+            self.pinned.1.clone()
+        } else {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            (bare, port)
+                .to_socket_addrs()
+                .map_err(ureq::Error::Io)?
+                .collect()
+        };
+        let mut out = self.empty();
+        let mut refused = None;
+        for addr in candidates {
+            if !is_allowed(addr.ip(), &self.blocklist, &self.allowlist) {
+                refused = Some(addr);
+                continue;
+            }
+            if out.len() < 16 {
+                out.push(addr);
+            }
+        }
+        if out.is_empty() {
+            let why = match refused {
+                Some(a) => format!(
+                    "IP address {} is blocked by federation.ip_range_blocklist",
+                    a.ip()
+                ),
+                None => format!("no address for {key}"),
+            };
+            return Err(ureq::Error::Io(std::io::Error::other(why)));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age() {
+        assert_eq!(
+            parse_max_age("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(parse_max_age("no-cache"), None);
+    }
+}

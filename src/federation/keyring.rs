@@ -1,0 +1,599 @@
+//! Other servers' keys: a memory cache over the `remote_keys` table, filled by fetching from
+//! the server itself or, failing that, from the configured notaries.
+//!
+//! The rules that keep this from becoming a traffic amplifier or a trap for our workers:
+//! - a cached key that is valid for the purpose is never refetched;
+//! - an unknown key ID triggers at most one fetch per server per [`MIN_REFETCH`];
+//! - a failed fetch is remembered, with backoff, so a flood naming a dead server causes a
+//!   handful of outbound attempts, not a flood;
+//! - concurrent misses for one server share one fetch;
+//! - at most [`Keyring::max_blocked`] workers wait on fetches at once, so requests whose keys
+//!   are cached keep being served while a slow server times out.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
+
+use crate::config::FederationConfig;
+use crate::federation::client::{FederationClient, FetchError};
+use crate::federation::discovery::Discovery;
+use crate::store::{RemoteKeyRow, StorePool};
+
+/// Keys are trusted for at most this long after we fetched them, whatever `valid_until_ts`
+/// says (the spec's cap for room versions 5+; we apply it to request keys too).
+pub const MAX_KEY_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
+/// A server is asked for its keys at most once per this interval because of an unknown key ID.
+pub const MIN_REFETCH: Duration = Duration::from_secs(60);
+/// First and largest wait after a failed fetch.
+const BACKOFF_START: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// Servers whose state we keep in memory at most.
+const MEMORY_MAX_SERVERS: usize = 10_000;
+
+/// What a key is needed for; decides which cached keys are acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    /// Authenticating a request: a key from `verify_keys`, valid now.
+    Request { now_ms: i64 },
+    /// Checking an event signature: room versions 5+ need the key valid at the event's
+    /// `origin_server_ts` (`enforce_validity`); 1–4 accept any key not retired before it.
+    Event {
+        origin_server_ts: i64,
+        enforce_validity: bool,
+    },
+}
+
+/// One remote key with everything the validity rules need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteKey {
+    pub key: VerifyKey,
+    /// From `verify_keys` (None for keys only seen in `old_verify_keys`).
+    pub valid_until_ts: Option<i64>,
+    /// From `old_verify_keys`.
+    pub expired_ts: Option<i64>,
+    pub fetched_ts: i64,
+}
+
+impl RemoteKey {
+    /// `valid_until_ts` capped at fetch time + 7 days.
+    pub fn effective_valid_until(&self) -> Option<i64> {
+        self.valid_until_ts
+            .map(|v| v.min(self.fetched_ts.saturating_add(MAX_KEY_VALIDITY_MS)))
+    }
+
+    /// The one rule for "may this key be used for this purpose".
+    pub fn usable_for(&self, purpose: KeyPurpose) -> bool {
+        match purpose {
+            KeyPurpose::Request { now_ms } => {
+                self.expired_ts.is_none()
+                    && self.effective_valid_until().is_some_and(|v| v > now_ms)
+            }
+            KeyPurpose::Event {
+                origin_server_ts,
+                enforce_validity,
+            } => match self.expired_ts {
+                Some(expired) => expired >= origin_server_ts,
+                None if enforce_validity => self
+                    .effective_valid_until()
+                    .is_some_and(|v| v >= origin_server_ts),
+                None => true,
+            },
+        }
+    }
+}
+
+/// Why no usable key could be found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// The server's keys were fetched, but this key ID is not among them.
+    Unknown { server: String, key_id: String },
+    /// The key is known but not valid for this purpose (expired, retired, or not valid at the
+    /// event's time), and a fresh fetch did not change that.
+    NotValid { server: String, key_id: String },
+    /// Fetching failed (now or recently; we back off).
+    FetchFailed { server: String, why: String },
+    /// Too many requests are already waiting for key fetches.
+    Busy,
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Unknown { server, key_id } => write!(f, "{server} has no key {key_id}"),
+            KeyError::NotValid { server, key_id } => {
+                write!(f, "key {key_id} of {server} is not valid for this use")
+            }
+            KeyError::FetchFailed { server, why } => {
+                write!(f, "could not fetch the keys of {server}: {why}")
+            }
+            KeyError::Busy => f.write_str("too many key fetches in progress; try again later"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct ServerState {
+    /// Whether `keys` has been filled from the database.
+    loaded: bool,
+    keys: HashMap<String, RemoteKey>,
+    /// When we last fetched successfully (this process).
+    last_fetch: Option<Instant>,
+    /// Backing off after a failure until this instant.
+    failed_until: Option<Instant>,
+    backoff: Duration,
+    last_error: String,
+    /// Serialises fetches for this server.
+    fetch_lock: Arc<Mutex<()>>,
+}
+
+/// The remote key store and fetcher.
+pub struct Keyring {
+    our_name: ServerName,
+    client: FederationClient,
+    discovery: Discovery,
+    notaries: Vec<ServerName>,
+    store: Arc<StorePool>,
+    servers: Mutex<HashMap<String, ServerState>>,
+    blocked: AtomicUsize,
+    max_blocked: usize,
+    /// Outbound fetch attempts made (for tests and metrics).
+    attempts: AtomicUsize,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("our_name", &self.our_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Decrements a counter when dropped.
+struct Blocked<'a>(&'a AtomicUsize);
+
+impl Drop for Blocked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Keyring {
+    /// `workers` is the size of the worker pool: at most `workers - 1` may wait on fetches.
+    pub fn new(
+        our_name: ServerName,
+        config: &FederationConfig,
+        store: Arc<StorePool>,
+        workers: usize,
+    ) -> Result<Keyring, crate::Error> {
+        Ok(Keyring {
+            our_name,
+            client: FederationClient::new(config)?,
+            discovery: Discovery::default(),
+            notaries: config.trusted_key_servers.clone(),
+            store,
+            servers: Mutex::new(HashMap::new()),
+            blocked: AtomicUsize::new(0),
+            max_blocked: workers.saturating_sub(1).max(1),
+            attempts: AtomicUsize::new(0),
+        })
+    }
+
+    /// Outbound fetch attempts so far.
+    pub fn fetch_attempts(&self) -> usize {
+        self.attempts.load(Ordering::SeqCst)
+    }
+
+    /// A key of `server` usable for `purpose`, from cache or fetched.
+    pub fn get(
+        &self,
+        server: &ServerName,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+    ) -> Result<VerifyKey, KeyError> {
+        self.get_inner(server, key_id, purpose, true)
+    }
+
+    fn get_inner(
+        &self,
+        server: &ServerName,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+        allow_notary: bool,
+    ) -> Result<VerifyKey, KeyError> {
+        let name = server.as_str();
+        if let Some(found) = self.cached(name, key_id, purpose) {
+            return found;
+        }
+        // A fetch is needed. Refuse at once while backing off after a failure.
+        let fetch_lock = {
+            let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+            let state = self.state_mut(&mut servers, name);
+            if let Some(until) = state.failed_until {
+                if until > Instant::now() {
+                    return Err(KeyError::FetchFailed {
+                        server: name.to_owned(),
+                        why: format!("{} (not retrying yet)", state.last_error),
+                    });
+                }
+            }
+            state.fetch_lock.clone()
+        };
+        // Notary key lookups happen inside a fetch that is already counted.
+        let _blocked = if allow_notary {
+            if self.blocked.fetch_add(1, Ordering::SeqCst) >= self.max_blocked {
+                self.blocked.fetch_sub(1, Ordering::SeqCst);
+                return Err(KeyError::Busy);
+            }
+            Some(Blocked(&self.blocked))
+        } else {
+            None
+        };
+        let _fetching = fetch_lock.lock().map_err(|_| KeyError::Busy)?;
+
+        // Another request may have fetched while we waited: look again, and do not refetch a
+        // server that answered moments ago (an unknown key ID then stays unknown).
+        if let Some(found) = self.cached(name, key_id, purpose) {
+            return found;
+        }
+        {
+            let servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+            if let Some(state) = servers.get(name) {
+                if let Some(until) = state.failed_until {
+                    if until > Instant::now() {
+                        return Err(KeyError::FetchFailed {
+                            server: name.to_owned(),
+                            why: state.last_error.clone(),
+                        });
+                    }
+                }
+                if state.last_fetch.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
+                    return Err(miss_reason(state, name, key_id));
+                }
+            }
+        }
+
+        match self.fetch(server, allow_notary) {
+            Ok(rows) => {
+                if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
+                    log::error!("cannot save keys of {name}: {e}");
+                }
+                let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+                let state = self.state_mut(&mut servers, name);
+                for row in &rows {
+                    if let Some(k) = remote_key_from_row(row) {
+                        state.keys.insert(row.key_id.clone(), k);
+                    }
+                }
+                state.last_fetch = Some(Instant::now());
+                state.failed_until = None;
+                state.backoff = Duration::ZERO;
+            }
+            Err(e) => {
+                log::info!("key fetch for {name} failed: {e}");
+                let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+                let state = self.state_mut(&mut servers, name);
+                state.backoff = if state.backoff.is_zero() {
+                    BACKOFF_START
+                } else {
+                    (state.backoff * 2).min(BACKOFF_MAX)
+                };
+                state.failed_until = Some(Instant::now() + state.backoff);
+                state.last_error = e.0.clone();
+                return Err(KeyError::FetchFailed {
+                    server: name.to_owned(),
+                    why: e.0,
+                });
+            }
+        }
+        match self.cached(name, key_id, purpose) {
+            Some(found) => found,
+            None => {
+                let servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+                Err(match servers.get(name) {
+                    Some(state) => miss_reason(state, name, key_id),
+                    None => KeyError::Unknown {
+                        server: name.to_owned(),
+                        key_id: key_id.to_string(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// `Some(Ok)` for a usable cached key; `Some(Err)` never; `None` when a fetch could help.
+    fn cached(
+        &self,
+        name: &str,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+    ) -> Option<Result<VerifyKey, KeyError>> {
+        let mut servers = self.servers.lock().ok()?;
+        let state = self.state_mut(&mut servers, name);
+        if !state.loaded {
+            match self.store.with(|s| s.remote_keys(name)) {
+                Ok(rows) => {
+                    for row in &rows {
+                        if let Some(k) = remote_key_from_row(row) {
+                            state.keys.insert(row.key_id.clone(), k);
+                        }
+                    }
+                    state.loaded = true;
+                }
+                Err(e) => log::error!("cannot read keys of {name}: {e}"),
+            }
+        }
+        let key = state.keys.get(key_id.as_str())?;
+        key.usable_for(purpose).then(|| Ok(key.key))
+    }
+
+    fn state_mut<'a>(
+        &self,
+        servers: &'a mut HashMap<String, ServerState>,
+        name: &str,
+    ) -> &'a mut ServerState {
+        if servers.len() >= MEMORY_MAX_SERVERS && !servers.contains_key(name) {
+            // Forget servers that have no keys (failures, probes) first.
+            servers.retain(|_, s| !s.keys.is_empty());
+            if servers.len() >= MEMORY_MAX_SERVERS {
+                servers.clear();
+            }
+        }
+        servers.entry(name.to_owned()).or_default()
+    }
+
+    /// Fetches `server`'s keys directly, then from each notary in turn.
+    fn fetch(
+        &self,
+        server: &ServerName,
+        allow_notary: bool,
+    ) -> Result<Vec<RemoteKeyRow>, FetchError> {
+        let direct = self.fetch_direct(server);
+        let direct_err = match direct {
+            Ok(rows) => return Ok(rows),
+            Err(e) => e,
+        };
+        if !allow_notary || self.notaries.is_empty() {
+            return Err(direct_err);
+        }
+        let mut errors = vec![format!("direct: {direct_err}")];
+        for notary in &self.notaries {
+            if notary == server {
+                continue;
+            }
+            match self.fetch_via_notary(server, notary) {
+                Ok(rows) if !rows.is_empty() => return Ok(rows),
+                Ok(_) => errors.push(format!("{notary}: no keys")),
+                Err(e) => errors.push(format!("{notary}: {e}")),
+            }
+        }
+        Err(FetchError(errors.join("; ")))
+    }
+
+    fn fetch_direct(&self, server: &ServerName) -> Result<Vec<RemoteKeyRow>, FetchError> {
+        if server == &self.our_name {
+            return Err(FetchError("that is our own server name".to_owned()));
+        }
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let target = self.discovery.resolve(&self.client, server)?;
+        let body = self.client.get_json(&target, "/_matrix/key/v2/server")?;
+        let now = crate::routes::now_ms();
+        parse_key_response(&body, server, now, server.as_str())
+    }
+
+    fn fetch_via_notary(
+        &self,
+        server: &ServerName,
+        notary: &ServerName,
+    ) -> Result<Vec<RemoteKeyRow>, FetchError> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let target = self.discovery.resolve(&self.client, notary)?;
+        let mut criteria = Object::new();
+        criteria.insert(server.to_string(), Value::Object(Object::new()));
+        let mut query = Object::new();
+        query.insert("server_keys".into(), Value::Object(criteria));
+        let body =
+            self.client
+                .post_json(&target, "/_matrix/key/v2/query", &Value::Object(query))?;
+        let entries = body
+            .get("server_keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| FetchError("notary answer has no server_keys array".to_owned()))?;
+        let now = crate::routes::now_ms();
+        let mut rows = Vec::new();
+        for entry in entries {
+            if entry.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
+                continue;
+            }
+            let obj = entry
+                .as_object()
+                .ok_or_else(|| FetchError("notary entry is not an object".to_owned()))?;
+            // The notary must vouch for the entry with one of its own (directly fetched) keys.
+            let notary_ids = signature_key_ids(obj, notary.as_str())
+                .map_err(|e| FetchError(format!("notary signature: {e}")))?;
+            let mut vouched = false;
+            for key_id in &notary_ids {
+                let key = self
+                    .get_inner(notary, key_id, KeyPurpose::Request { now_ms: now }, false)
+                    .map_err(|e| FetchError(format!("notary key: {e}")))?;
+                verify_json(obj, notary.as_str(), key_id, &key)
+                    .map_err(|e| FetchError(format!("notary signature: {e}")))?;
+                vouched = true;
+            }
+            if !vouched {
+                return Err(FetchError(format!("no signature from notary {notary}")));
+            }
+            rows.extend(parse_key_response(entry, server, now, notary.as_str())?);
+        }
+        Ok(rows)
+    }
+}
+
+/// Why a key is missing after fetching: unknown, or known but not valid for the purpose.
+fn miss_reason(state: &ServerState, name: &str, key_id: &KeyId) -> KeyError {
+    if state.keys.contains_key(key_id.as_str()) {
+        KeyError::NotValid {
+            server: name.to_owned(),
+            key_id: key_id.to_string(),
+        }
+    } else {
+        KeyError::Unknown {
+            server: name.to_owned(),
+            key_id: key_id.to_string(),
+        }
+    }
+}
+
+fn remote_key_from_row(row: &RemoteKeyRow) -> Option<RemoteKey> {
+    Some(RemoteKey {
+        key: VerifyKey::from_base64(&row.public_key)?,
+        valid_until_ts: row.valid_until_ts,
+        expired_ts: row.expired_ts,
+        fetched_ts: row.fetched_ts,
+    })
+}
+
+/// Checks a `/_matrix/key/v2/server` object (direct or inside a notary answer) and turns it
+/// into rows: `server_name` must be the server we asked about, and every signature it made
+/// with a key in its own `verify_keys` must verify (at least one must exist).
+pub fn parse_key_response(
+    body: &Value,
+    server: &ServerName,
+    now_ms: i64,
+    fetched_from: &str,
+) -> Result<Vec<RemoteKeyRow>, FetchError> {
+    let bad = |why: &str| FetchError(format!("bad key response from {fetched_from}: {why}"));
+    let obj = body.as_object().ok_or_else(|| bad("not an object"))?;
+    if obj.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
+        return Err(bad(&format!("server_name is not {server}")));
+    }
+    let valid_until = obj
+        .get("valid_until_ts")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad("no valid_until_ts"))?;
+    let verify_keys = obj
+        .get("verify_keys")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no verify_keys"))?;
+    let mut rows = Vec::new();
+    let mut current: HashMap<String, VerifyKey> = HashMap::new();
+    for (key_id, entry) in verify_keys {
+        let Ok(id) = KeyId::parse(key_id) else {
+            continue;
+        };
+        if !id.is_ed25519() {
+            continue;
+        }
+        let Some(public) = entry.get("key").and_then(Value::as_str) else {
+            continue;
+        };
+        let Some(key) = VerifyKey::from_base64(public) else {
+            continue;
+        };
+        current.insert(key_id.clone(), key);
+        rows.push(RemoteKeyRow {
+            server_name: server.to_string(),
+            key_id: key_id.clone(),
+            public_key: key.to_base64(),
+            valid_until_ts: Some(valid_until),
+            expired_ts: None,
+            fetched_ts: now_ms,
+            fetched_from: fetched_from.to_owned(),
+        });
+    }
+    let signed_with = signature_key_ids(obj, server.as_str())
+        .map_err(|e| bad(&format!("self-signature: {e}")))?;
+    let mut verified = 0;
+    for key_id in &signed_with {
+        if let Some(key) = current.get(key_id.as_str()) {
+            verify_json(obj, server.as_str(), key_id, key)
+                .map_err(|e| bad(&format!("self-signature: {e}")))?;
+            verified += 1;
+        }
+    }
+    if verified == 0 {
+        return Err(bad("not signed with any of its own verify_keys"));
+    }
+    if let Some(old) = obj.get("old_verify_keys").and_then(Value::as_object) {
+        for (key_id, entry) in old {
+            if current.contains_key(key_id) {
+                continue;
+            }
+            let Ok(id) = KeyId::parse(key_id) else {
+                continue;
+            };
+            let (Some(public), Some(expired)) = (
+                entry
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .and_then(VerifyKey::from_base64),
+                entry.get("expired_ts").and_then(Value::as_i64),
+            ) else {
+                continue;
+            };
+            if !id.is_ed25519() {
+                continue;
+            }
+            rows.push(RemoteKeyRow {
+                server_name: server.to_string(),
+                key_id: key_id.clone(),
+                public_key: public.to_base64(),
+                valid_until_ts: None,
+                expired_ts: Some(expired),
+                fetched_ts: now_ms,
+                fetched_from: fetched_from.to_owned(),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(valid_until: Option<i64>, expired: Option<i64>, fetched: i64) -> RemoteKey {
+        let vk = VerifyKey::from_base64("XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI").unwrap();
+        RemoteKey {
+            key: vk,
+            valid_until_ts: valid_until,
+            expired_ts: expired,
+            fetched_ts: fetched,
+        }
+    }
+
+    #[test]
+    fn request_keys_must_be_current_and_valid_now() {
+        let now = 1_000_000;
+        assert!(key(Some(now + 1), None, now).usable_for(KeyPurpose::Request { now_ms: now }));
+        assert!(!key(Some(now), None, now).usable_for(KeyPurpose::Request { now_ms: now }));
+        // Old keys never authenticate requests.
+        assert!(!key(None, Some(now * 2), now).usable_for(KeyPurpose::Request { now_ms: now }));
+        // Validity is capped at fetch + 7 days.
+        let fetched = now - MAX_KEY_VALIDITY_MS - 1;
+        assert!(
+            !key(Some(i64::MAX), None, fetched).usable_for(KeyPurpose::Request { now_ms: now })
+        );
+    }
+
+    #[test]
+    fn event_keys_follow_the_room_version() {
+        let ev = |ts, enforce| KeyPurpose::Event {
+            origin_server_ts: ts,
+            enforce_validity: enforce,
+        };
+        // v1–v4 ignore valid_until_ts.
+        assert!(key(Some(10), None, 0).usable_for(ev(1000, false)));
+        // v5+ need validity at origin_server_ts, capped at fetch + 7 days.
+        assert!(!key(Some(10), None, 0).usable_for(ev(1000, true)));
+        assert!(key(Some(1000), None, 0).usable_for(ev(1000, true)));
+        assert!(!key(Some(i64::MAX), None, 0).usable_for(ev(MAX_KEY_VALIDITY_MS + 1, true)));
+        // Old keys count up to their expired_ts, in every version.
+        assert!(key(None, Some(1000), 0).usable_for(ev(1000, true)));
+        assert!(key(None, Some(1000), 0).usable_for(ev(1000, false)));
+        assert!(!key(None, Some(999), 0).usable_for(ev(1000, false)));
+    }
+}

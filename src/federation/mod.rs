@@ -1,0 +1,8 @@
+//! Talking to, and trusting, other servers: request authentication (X-Matrix), their keys
+//! (cache, fetching, notaries, validity rules), server discovery and the outbound client.
+
+pub mod auth;
+pub mod client;
+pub mod discovery;
+pub mod ip_filter;
+pub mod keyring;

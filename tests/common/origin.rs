@@ -1,0 +1,411 @@
+//! A test origin homeserver: serves its keys over real HTTPS (test CA) and signs requests and
+//! events with ruma (an implementation independent of ours). Optionally acts as a notary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use invited_http::{EdgeError, Handler, Request, Response, Server, ServerOptions, ShutdownHandle};
+use ruma_common::CanonicalJsonObject;
+use ruma_common::room_version_rules::RoomVersionRules;
+use ruma_signatures::Ed25519KeyPair;
+use serde_json::{Value as J, json};
+
+use super::TestCa;
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+pub fn rules(version: &str) -> RoomVersionRules {
+    match version {
+        "1" => RoomVersionRules::V1,
+        "2" => RoomVersionRules::V2,
+        "3" => RoomVersionRules::V3,
+        "4" => RoomVersionRules::V4,
+        "5" => RoomVersionRules::V5,
+        "6" => RoomVersionRules::V6,
+        "7" => RoomVersionRules::V7,
+        "8" => RoomVersionRules::V8,
+        "9" => RoomVersionRules::V9,
+        "10" => RoomVersionRules::V10,
+        "11" => RoomVersionRules::V11,
+        "12" => RoomVersionRules::V12,
+        other => panic!("no rules for room version {other}"),
+    }
+}
+
+pub fn to_canonical(v: &J) -> CanonicalJsonObject {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+pub fn from_canonical(o: &CanonicalJsonObject) -> J {
+    serde_json::to_value(o).unwrap()
+}
+
+/// An ed25519 key pair (ruma) with its key ID version.
+pub fn new_key(version: &str) -> Ed25519KeyPair {
+    let doc = Ed25519KeyPair::generate();
+    Ed25519KeyPair::from_der(&doc, version.to_owned()).unwrap()
+}
+
+pub fn public_b64(key: &Ed25519KeyPair) -> String {
+    invited_matrix::base64::encode(&key.public_key())
+}
+
+/// What the origin's key endpoint answers; tests change it to provoke each failure.
+#[derive(Debug, Clone)]
+pub struct KeyServerMode {
+    pub valid_until_ts: i64,
+    /// Publish the current key only in old_verify_keys (with this expired_ts).
+    pub only_old_key: Option<i64>,
+    /// Claim another server_name.
+    pub wrong_server_name: bool,
+    /// Sign the response with a different key than the one published.
+    pub bad_self_signature: bool,
+    /// Answer 500 instead.
+    pub broken: bool,
+}
+
+impl Default for KeyServerMode {
+    fn default() -> Self {
+        KeyServerMode {
+            valid_until_ts: now_ms() + 24 * 3600 * 1000,
+            only_old_key: None,
+            wrong_server_name: false,
+            bad_self_signature: false,
+            broken: false,
+        }
+    }
+}
+
+struct OriginInner {
+    name: String,
+    key: Ed25519KeyPair,
+    mode: Mutex<KeyServerMode>,
+    hits: AtomicUsize,
+    /// As a notary: the servers we vouch for, with their signed key responses.
+    notarised: Mutex<BTreeMap<String, J>>,
+    /// As a notary: sign with a wrong key.
+    notary_bad_signature: Mutex<bool>,
+}
+
+pub struct TestOrigin {
+    inner: Arc<OriginInner>,
+    shutdown: Option<ShutdownHandle>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestOrigin {
+    /// Starts an origin on 127.0.0.1 with an ephemeral port, HTTPS with a cert from `ca`.
+    pub fn start(ca: &TestCa) -> TestOrigin {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+        std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key).unwrap();
+        let tls = invited_http::load_tls_config(dir.path().join("c.pem"), dir.path().join("k.pem"))
+            .unwrap();
+        let server = Server::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ServerOptions {
+                workers: 2,
+                tls: Some(tls),
+                ..ServerOptions::default()
+            },
+        )
+        .unwrap();
+        let name = format!("127.0.0.1:{}", server.local_addr().port());
+        let inner = Arc::new(OriginInner {
+            name,
+            key: new_key("k1"),
+            mode: Mutex::new(KeyServerMode::default()),
+            hits: AtomicUsize::new(0),
+            notarised: Mutex::new(BTreeMap::new()),
+            notary_bad_signature: Mutex::new(false),
+        });
+        let shutdown = server.shutdown_handle();
+        let handler: Arc<dyn Handler> = Arc::new(OriginHandler(inner.clone()));
+        let thread = std::thread::spawn(move || {
+            let _ = server.run(handler);
+        });
+        TestOrigin {
+            inner,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn key(&self) -> &Ed25519KeyPair {
+        &self.inner.key
+    }
+
+    pub fn key_id(&self) -> String {
+        format!("ed25519:{}", self.inner.key.version())
+    }
+
+    pub fn set_mode(&self, mode: KeyServerMode) {
+        *self.inner.mode.lock().unwrap() = mode;
+    }
+
+    /// Requests to the key endpoints so far.
+    pub fn hits(&self) -> usize {
+        self.inner.hits.load(Ordering::SeqCst)
+    }
+
+    /// The origin's signed key response (as its key endpoint would answer).
+    pub fn key_response(&self) -> J {
+        key_response(&self.inner, &KeyServerMode::default())
+    }
+
+    /// Makes this origin a notary that vouches for `other`.
+    pub fn notarise(&self, other: &TestOrigin) {
+        self.inner
+            .notarised
+            .lock()
+            .unwrap()
+            .insert(other.name().to_owned(), other.key_response());
+    }
+
+    pub fn set_notary_bad_signature(&self, bad: bool) {
+        *self.inner.notary_bad_signature.lock().unwrap() = bad;
+    }
+
+    /// Stops serving (the port then refuses connections).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            s.shutdown();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The `Authorization` header value for a request, signed with `key` (default: ours).
+    pub fn sign_request(
+        &self,
+        method: &str,
+        uri: &str,
+        destination: &str,
+        content: Option<&J>,
+    ) -> String {
+        self.sign_request_with(&self.inner.key, method, uri, destination, content)
+    }
+
+    pub fn sign_request_with(
+        &self,
+        key: &Ed25519KeyPair,
+        method: &str,
+        uri: &str,
+        destination: &str,
+        content: Option<&J>,
+    ) -> String {
+        let mut obj = json!({
+            "method": method, "uri": uri, "origin": self.name(), "destination": destination,
+        });
+        if let Some(c) = content {
+            obj["content"] = c.clone();
+        }
+        let mut canon = to_canonical(&obj);
+        ruma_signatures::sign_json(self.name(), key, &mut canon).unwrap();
+        let signed = from_canonical(&canon);
+        let key_id = format!("ed25519:{}", key.version());
+        let sig = signed["signatures"][self.name()][&key_id]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        format!(
+            "X-Matrix origin=\"{}\",destination=\"{destination}\",key=\"{key_id}\",sig=\"{sig}\"",
+            self.name()
+        )
+    }
+
+    /// Adds hashes and this origin's signature to an event, per the room version (ruma).
+    pub fn hash_and_sign(&self, event: &J, version: &str) -> J {
+        let mut canon = to_canonical(event);
+        ruma_signatures::hash_and_sign_event(
+            self.name(),
+            &self.inner.key,
+            &mut canon,
+            &rules(version).redaction,
+        )
+        .unwrap();
+        from_canonical(&canon)
+    }
+
+    /// The event ID of an event (v1/v2: its field; v3+: ruma's reference hash).
+    pub fn event_id(event: &J, version: &str) -> String {
+        if version == "1" || version == "2" {
+            return event["event_id"].as_str().unwrap().to_owned();
+        }
+        let hash = ruma_signatures::reference_hash(&to_canonical(event), &rules(version)).unwrap();
+        format!("${hash}")
+    }
+
+    /// A signed `m.room.create` event for a new room of `version` created by `creator`.
+    /// Returns (event, room ID).
+    pub fn create_event(&self, version: &str, creator_localpart: &str) -> (J, String) {
+        let sender = format!("@{creator_localpart}:{}", self.name());
+        let mut content = json!({"room_version": version});
+        if version.parse::<u32>().unwrap() <= 10 {
+            content["creator"] = json!(sender);
+        }
+        let mut ev = json!({
+            "type": "m.room.create", "state_key": "", "sender": sender, "content": content,
+            "origin_server_ts": now_ms(), "depth": 1, "prev_events": [], "auth_events": [],
+        });
+        let v12 = version == "12";
+        let room_id = if v12 {
+            String::new()
+        } else {
+            format!("!r{}:{}", unique(), self.name())
+        };
+        if !v12 {
+            ev["room_id"] = json!(room_id);
+        }
+        if version == "1" || version == "2" {
+            ev["event_id"] = json!(format!("$c{}:{}", unique(), self.name()));
+        }
+        let signed = self.hash_and_sign(&ev, version);
+        if v12 {
+            let id = TestOrigin::event_id(&signed, version);
+            let room = format!("!{}", &id[1..]);
+            return (signed, room);
+        }
+        (signed, room_id)
+    }
+
+    /// A signed state event (e.g. m.room.name) in `room_id`.
+    pub fn state_event(&self, version: &str, room_id: &str, event_type: &str, content: J) -> J {
+        let mut ev = json!({
+            "type": event_type, "state_key": "", "sender": format!("@alice:{}", self.name()),
+            "content": content, "room_id": room_id, "origin_server_ts": now_ms(), "depth": 2,
+            "prev_events": [], "auth_events": [],
+        });
+        if version == "1" || version == "2" {
+            ev["event_id"] = json!(format!("$s{}:{}", unique(), self.name()));
+        }
+        self.hash_and_sign(&ev, version)
+    }
+
+    /// An unsigned invite event from @alice on this origin to `invitee` (before hashing and
+    /// signing, so tests can tamper first).
+    pub fn raw_invite(&self, version: &str, room_id: &str, invitee: &str) -> J {
+        let mut ev = json!({
+            "type": "m.room.member", "state_key": invitee,
+            "sender": format!("@alice:{}", self.name()),
+            "content": {"membership": "invite", "displayname": "Bob"},
+            "room_id": room_id, "origin_server_ts": now_ms(), "depth": 5,
+            "unsigned": {"age": 12},
+        });
+        if version == "1" || version == "2" {
+            ev["event_id"] = json!(format!("$i{}:{}", unique(), self.name()));
+            ev["prev_events"] = json!([[format!("$p:{}", self.name()), {"sha256": "aGVsbG8"}]]);
+            ev["auth_events"] = json!([[format!("$a:{}", self.name()), {"sha256": "aGVsbG8"}]]);
+        } else {
+            ev["prev_events"] = json!(["$prevprevprevprevprevprevprevprevprevprevpre"]);
+            ev["auth_events"] = json!(["$authauthauthauthauthauthauthauthauthauthaut"]);
+        }
+        ev
+    }
+}
+
+impl Drop for TestOrigin {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A process-wide counter for unique IDs.
+pub fn unique() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst) + std::process::id() as usize * 1_000_000
+}
+
+fn key_response(inner: &OriginInner, mode: &KeyServerMode) -> J {
+    let key_id = format!("ed25519:{}", inner.key.version());
+    let public = public_b64(&inner.key);
+    let mut body = json!({
+        "server_name": if mode.wrong_server_name { "someone.else" } else { inner.name.as_str() },
+        "valid_until_ts": mode.valid_until_ts,
+        "verify_keys": {},
+        "old_verify_keys": {},
+    });
+    match mode.only_old_key {
+        Some(expired) => {
+            // The current key is another one; ours is retired.
+            let other = new_key("k2");
+            body["verify_keys"] = json!({"ed25519:k2": {"key": public_b64(&other)}});
+            body["old_verify_keys"] =
+                json!({ key_id.clone(): {"key": public, "expired_ts": expired}});
+            let mut canon = to_canonical(&body);
+            ruma_signatures::sign_json(&inner.name, &other, &mut canon).unwrap();
+            return from_canonical(&canon);
+        }
+        None => body["verify_keys"] = json!({ key_id: {"key": public} }),
+    }
+    let mut canon = to_canonical(&body);
+    if mode.bad_self_signature {
+        let impostor = new_key(inner.key.version());
+        ruma_signatures::sign_json(&inner.name, &impostor, &mut canon).unwrap();
+    } else {
+        ruma_signatures::sign_json(&inner.name, &inner.key, &mut canon).unwrap();
+    }
+    from_canonical(&canon)
+}
+
+struct OriginHandler(Arc<OriginInner>);
+
+impl Handler for OriginHandler {
+    fn handle(&self, request: &Request) -> Response {
+        let inner = &self.0;
+        let json_response = |v: &J| Response::json(200, serde_json::to_vec(v).unwrap());
+        match (request.method.as_str(), request.path()) {
+            ("GET", "/_matrix/key/v2/server") => {
+                inner.hits.fetch_add(1, Ordering::SeqCst);
+                let mode = inner.mode.lock().unwrap().clone();
+                if mode.broken {
+                    return Response::json(500, b"{}".to_vec());
+                }
+                json_response(&key_response(inner, &mode))
+            }
+            ("POST", "/_matrix/key/v2/query") => {
+                inner.hits.fetch_add(1, Ordering::SeqCst);
+                let query: J = serde_json::from_slice(&request.body).unwrap_or(J::Null);
+                let mut out = Vec::new();
+                let bad = *inner.notary_bad_signature.lock().unwrap();
+                for (server, response) in inner.notarised.lock().unwrap().iter() {
+                    if query["server_keys"].get(server).is_none() {
+                        continue;
+                    }
+                    let mut canon = to_canonical(response);
+                    let impostor;
+                    let signer: &Ed25519KeyPair = if bad {
+                        impostor = new_key(inner.key.version());
+                        &impostor
+                    } else {
+                        &inner.key
+                    };
+                    ruma_signatures::sign_json(&inner.name, signer, &mut canon).unwrap();
+                    out.push(from_canonical(&canon));
+                }
+                json_response(&json!({"server_keys": out}))
+            }
+            _ => Response::json(
+                404,
+                br#"{"errcode":"M_UNRECOGNIZED","error":"no"}"#.to_vec(),
+            ),
+        }
+    }
+
+    fn edge_error(&self, error: &EdgeError) -> Response {
+        Response::json(error.status(), b"{}".to_vec())
+    }
+}

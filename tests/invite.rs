@@ -1,0 +1,498 @@
+//! The invite endpoints end to end, with request authentication and remote keys: the real
+//! binary over loopback, a test origin that serves its keys over real HTTPS (test CA) and
+//! signs requests and events with ruma, an independent implementation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
+use common::*;
+use serde_json::{Value as J, json};
+
+pub const US: &str = "invited.test";
+
+/// Starts invited trusting `ca` for outbound HTTPS and allowing loopback key fetches.
+fn start_invited(dir: &std::path::Path, ca: &TestCa, extra: &str) -> Invited {
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    let config = write_config(
+        dir,
+        US,
+        &format!(
+            "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}"
+        ),
+    );
+    Invited::start(&config)
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn invite_path(api: u8, room_id: &str, event_id: &str) -> String {
+    format!(
+        "/_matrix/federation/v{api}/invite/{}/{}",
+        enc(room_id),
+        enc(event_id)
+    )
+}
+
+/// PUTs `body` to `path`, signed by `origin` (unless `auth` overrides the header).
+fn put(
+    invited: &Invited,
+    path: &str,
+    body: &J,
+    auth: Option<String>,
+    origin: &TestOrigin,
+) -> (u16, J) {
+    let header = auth.unwrap_or_else(|| origin.sign_request("PUT", path, US, Some(body)));
+    let mut resp = agent(None)
+        .put(&invited.url(path))
+        .header("Authorization", &header)
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(body).unwrap())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(J::String(text)),
+    )
+}
+
+/// A complete, valid v2 invite for `version`: (path, body, event, event ID).
+fn valid_invite(origin: &TestOrigin, version: &str, invitee: &str) -> (String, J, J, String) {
+    let (create, room_id) = origin.create_event(version, "alice");
+    let name = origin.state_event(
+        version,
+        &room_id,
+        "m.room.name",
+        json!({"name": "Test room"}),
+    );
+    let event = origin.hash_and_sign(&origin.raw_invite(version, &room_id, invitee), version);
+    let event_id = TestOrigin::event_id(&event, version);
+    let body = json!({
+        "room_version": version,
+        "event": event,
+        "invite_room_state": [create, name],
+    });
+    (invite_path(2, &room_id, &event_id), body, event, event_id)
+}
+
+/// Checks the answered event is the sent one plus exactly one new signature, ours, which
+/// ruma verifies with the key invited publishes.
+fn check_cosigned(invited: &Invited, sent: &J, answered: &J, version: &str) {
+    let mut expected = sent.clone();
+    let ours = answered["signatures"][US]
+        .as_object()
+        .expect("our signature");
+    assert_eq!(ours.len(), 1);
+    expected["signatures"][US] = J::Object(ours.clone());
+    assert_eq!(
+        answered, &expected,
+        "the event must come back unchanged but for our signature"
+    );
+
+    let mut keys_resp = agent(None)
+        .get(&invited.url("/_matrix/key/v2/server"))
+        .call()
+        .unwrap();
+    let keys: J = serde_json::from_str(&keys_resp.body_mut().read_to_string().unwrap()).unwrap();
+    let (key_id, key) = keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let mut map = ruma_signatures::PublicKeyMap::new();
+    map.insert(
+        US.to_owned(),
+        [(
+            key_id.clone(),
+            ruma_common::serde::Base64::parse(key["key"].as_str().unwrap()).unwrap(),
+        )]
+        .into(),
+    );
+    // Only check our signature here (the map has only our key).
+    let mut only_ours = answered.clone();
+    only_ours["signatures"] = json!({ US: answered["signatures"][US] });
+    ruma_signatures::verify_json(&map, &{
+        let mut c = to_canonical(&only_ours);
+        // verify_json checks the full object; events are signed redacted: redact first.
+        c = ruma_common::canonical_json::redact(c, &rules(version).redaction, None).unwrap();
+        c
+    })
+    .expect("ruma verifies invited's signature");
+}
+
+fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
+    let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
+    store.find_invite(event_id).unwrap()
+}
+
+#[test]
+fn every_room_version_over_v2_and_v1() {
+    let ca = TestCa::new();
+    let origin = TestOrigin::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    for version in [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
+    ] {
+        let (path, body, event, event_id) = valid_invite(&origin, version, &format!("@bob:{US}"));
+        let (status, answer) = put(&invited, &path, &body, None, &origin);
+        assert_eq!(status, 200, "room version {version}: {answer}");
+        check_cosigned(&invited, &event, &answer["event"], version);
+        let stored = stored_invite(&invited, &event_id).expect("stored");
+        assert_eq!(stored.origin, origin.name());
+        assert_eq!(
+            stored.response_body,
+            serde_json::to_string(&answer)
+                .unwrap()
+                .as_str()
+                .pipe_canonical()
+        );
+    }
+    // The v1 endpoint, for room versions 1 and 2: the body is the event, state in unsigned.
+    for version in ["1", "2"] {
+        let (create, room_id) = origin.create_event(version, "alice");
+        let mut raw = origin.raw_invite(version, &room_id, &format!("@carol:{US}"));
+        raw["unsigned"]["invite_room_state"] = json!([create]);
+        let event = origin.hash_and_sign(&raw, version);
+        let event_id = TestOrigin::event_id(&event, version);
+        let path = invite_path(1, &room_id, &event_id);
+        let (status, answer) = put(&invited, &path, &event, None, &origin);
+        assert_eq!(status, 200, "v1, room version {version}: {answer}");
+        assert_eq!(answer[0], json!(200));
+        check_cosigned(&invited, &event, &answer[1]["event"], version);
+        assert!(stored_invite(&invited, &event_id).is_some());
+    }
+    // One info line per request with the authenticated origin.
+    let log = invited.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("PUT /_matrix/federation/v2/invite/")
+                && l.contains(&format!("origin={}", origin.name()))
+                && l.contains(" 200 ")),
+        "{log}"
+    );
+}
+
+/// Helper: canonical re-encoding of a JSON text (serde_json's map order is sorted too).
+trait PipeCanonical {
+    fn pipe_canonical(&self) -> String;
+}
+impl PipeCanonical for str {
+    fn pipe_canonical(&self) -> String {
+        invited_matrix::json::parse(self)
+            .unwrap()
+            .to_canonical_string()
+    }
+}
+
+fn assert_error(result: (u16, J), status: u16, errcode: &str, what: &str) {
+    assert_eq!(result.0, status, "{what}: {}", result.1);
+    assert_eq!(
+        result.1["errcode"].as_str(),
+        Some(errcode),
+        "{what}: {}",
+        result.1
+    );
+    assert!(result.1["error"].as_str().is_some(), "{what}");
+}
+
+#[test]
+fn request_authentication_failures() {
+    let ca = TestCa::new();
+    let origin = TestOrigin::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    let bob = format!("@bob:{US}");
+    let (path, body, _, event_id) = valid_invite(&origin, "12", &bob);
+    let name = origin.name().to_owned();
+
+    // Missing header.
+    let resp = agent(None)
+        .put(&invited.url(&path))
+        .send(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let sig_of = |h: &str| {
+        h.split("sig=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    let good = origin.sign_request("PUT", &path, US, Some(&body));
+
+    // Garbage header; bad signature; wrong destination.
+    assert_error(
+        put(
+            &invited,
+            &path,
+            &body,
+            Some("X-Matrix nonsense".into()),
+            &origin,
+        ),
+        401,
+        "M_UNAUTHORIZED",
+        "garbage",
+    );
+    let bad_sig = good.replace(&sig_of(&good), &"A".repeat(86));
+    assert_error(
+        put(&invited, &path, &body, Some(bad_sig), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "bad signature",
+    );
+    let elsewhere = origin.sign_request("PUT", &path, "elsewhere.test", Some(&body));
+    assert_error(
+        put(&invited, &path, &body, Some(elsewhere), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "wrong destination",
+    );
+    // Unknown key ID.
+    let other_key = common::origin::new_key("nope");
+    let unknown = origin.sign_request_with(&other_key, "PUT", &path, US, Some(&body));
+    assert_error(
+        put(&invited, &path, &body, Some(unknown), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "unknown key",
+    );
+    // Signed for another URI, or another body.
+    let other_uri = origin.sign_request("PUT", &format!("{path}x"), US, Some(&body));
+    assert_error(
+        put(&invited, &path, &body, Some(other_uri), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "other uri",
+    );
+    let other_body = origin.sign_request("PUT", &path, US, Some(&json!({"x": 1})));
+    assert_error(
+        put(&invited, &path, &body, Some(other_body), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "other body",
+    );
+    // Nothing was stored by any of these.
+    assert!(stored_invite(&invited, &event_id).is_none());
+    // The good one works.
+    assert_eq!(put(&invited, &path, &body, Some(good), &origin).0, 200);
+    assert!(stored_invite(&invited, &event_id).is_some());
+    let _ = name;
+}
+
+#[test]
+fn key_server_defects_are_refused() {
+    let ca = TestCa::new();
+    let bob = format!("@bob:{US}");
+    let cases: Vec<(&str, KeyServerMode)> = vec![
+        (
+            "expired key",
+            KeyServerMode {
+                valid_until_ts: now_ms() - 1000,
+                ..Default::default()
+            },
+        ),
+        (
+            "key only in old_verify_keys",
+            KeyServerMode {
+                only_old_key: Some(now_ms() + 3_600_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "wrong server_name",
+            KeyServerMode {
+                wrong_server_name: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "bad self-signature",
+            KeyServerMode {
+                bad_self_signature: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "key server error",
+            KeyServerMode {
+                broken: true,
+                ..Default::default()
+            },
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    for (what, mode) in cases {
+        // A fresh origin per case: invited caches per server name.
+        let origin = TestOrigin::start(&ca);
+        origin.set_mode(mode);
+        let (path, body, _, event_id) = valid_invite(&origin, "11", &bob);
+        assert_error(
+            put(&invited, &path, &body, None, &origin),
+            401,
+            "M_UNAUTHORIZED",
+            what,
+        );
+        assert!(stored_invite(&invited, &event_id).is_none(), "{what}");
+    }
+}
+
+#[test]
+fn notary_path_when_the_origin_is_unreachable() {
+    let ca = TestCa::new();
+    let notary = TestOrigin::start(&ca);
+    let bad_notary = TestOrigin::start(&ca);
+    let mut origin = TestOrigin::start(&ca);
+    notary.notarise(&origin);
+    bad_notary.notarise(&origin);
+    bad_notary.set_notary_bad_signature(true);
+    let bob = format!("@bob:{US}");
+    let (path, body, _, _) = valid_invite(&origin, "12", &bob);
+    let header = origin.sign_request("PUT", &path, US, Some(&body));
+    origin.stop();
+
+    // A notary whose signature is bad is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(
+        dir.path(),
+        &ca,
+        &format!("trusted_key_servers = [\"{}\"]\n", bad_notary.name()),
+    );
+    assert_error(
+        put(&invited, &path, &body, Some(header.clone()), &origin),
+        401,
+        "M_UNAUTHORIZED",
+        "bad notary",
+    );
+    drop(invited);
+
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(
+        dir.path(),
+        &ca,
+        &format!("trusted_key_servers = [\"{}\"]\n", notary.name()),
+    );
+    let (status, answer) = put(&invited, &path, &body, Some(header), &origin);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        notary.hits() >= 2,
+        "the notary was asked (and its own key fetched)"
+    );
+}
+
+#[test]
+fn cached_keys_survive_a_restart() {
+    let ca = TestCa::new();
+    let origin = TestOrigin::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let bob = format!("@bob:{US}");
+    {
+        let invited = start_invited(dir.path(), &ca, "");
+        let (path, body, _, _) = valid_invite(&origin, "10", &bob);
+        assert_eq!(put(&invited, &path, &body, None, &origin).0, 200);
+    }
+    let hits = origin.hits();
+    assert!(hits >= 1);
+    let invited = Invited::start(&dir.path().join("invited.toml"));
+    let (path, body, _, _) = valid_invite(&origin, "10", &bob);
+    assert_eq!(put(&invited, &path, &body, None, &origin).0, 200);
+    assert_eq!(
+        origin.hits(),
+        hits,
+        "a key still valid is not fetched again"
+    );
+}
+
+#[test]
+fn a_flood_naming_a_dead_server_causes_few_fetches() {
+    let ca = TestCa::new();
+    let healthy = TestOrigin::start(&ca);
+    // A "dead" server: TCP accepts, then silence (no TLS). Count connection attempts.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_name = format!("127.0.0.1:{}", dead.local_addr().unwrap().port());
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let attempts = attempts.clone();
+        std::thread::spawn(move || {
+            for conn in dead.incoming() {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    let bob = format!("@bob:{US}");
+    // Warm the healthy origin's keys.
+    let (path, body, _, _) = valid_invite(&healthy, "12", &bob);
+    assert_eq!(put(&invited, &path, &body, None, &healthy).0, 200);
+
+    let flood_path = "/_matrix/federation/v2/invite/%21x%3Ay/%24e";
+    let header = format!(
+        "X-Matrix origin=\"{dead_name}\",destination=\"{US}\",key=\"ed25519:k1\",sig=\"{}\"",
+        "A".repeat(86)
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for _ in 0..4 {
+        let url = invited.url(flood_path);
+        let header = header.clone();
+        flooders.push(std::thread::spawn(move || {
+            let agent = agent(None);
+            let mut statuses = Vec::new();
+            for _ in 0..250 {
+                let resp = agent
+                    .put(&url)
+                    .header("Authorization", &header)
+                    .send("{}")
+                    .unwrap();
+                statuses.push(resp.status().as_u16());
+            }
+            statuses
+        }));
+    }
+    // Meanwhile a healthy origin is served promptly.
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let (path, body, _, _) = valid_invite(&healthy, "12", &bob);
+        let started = Instant::now();
+        let (status, answer) = put(&invited, &path, &body, None, &healthy);
+        worst = worst.max(started.elapsed());
+        assert_eq!(status, 200, "{answer}");
+    }
+    let mut all = Vec::new();
+    for f in flooders {
+        all.extend(f.join().unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(all.len(), 1000);
+    assert!(
+        all.iter().all(|s| *s == 401),
+        "every flood request is refused with 401"
+    );
+    let n = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        n <= 5,
+        "{n} outbound connection attempts for 1,000 requests"
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "healthy requests waited {worst:?}"
+    );
+    let _ = public_b64;
+}
