@@ -276,13 +276,12 @@ fn parse_body(body: &Value, api: Api) -> Result<Body, MatrixError> {
         ));
     }
     for field in ["sender", "room_id", "event_id", "state_key", "type"] {
-        if let Some(Value::String(s)) = event.get(field) {
-            if s.len() > invited_matrix::ids::MAX_ID_BYTES {
+        if let Some(Value::String(s)) = event.get(field)
+            && s.len() > invited_matrix::ids::MAX_ID_BYTES {
                 return Err(MatrixError::bad_json(format!(
                     "'{field}' is longer than 255 bytes"
                 )));
             }
-        }
     }
     Ok(Body {
         room_version,
@@ -366,11 +365,10 @@ pub fn check_pdu_format(event: &Object, version: &RoomVersion) -> Result<(), Str
     if depth < 0 || depth > version.max_depth {
         return Err(format!("'depth' {depth} is out of range"));
     }
-    if let Some(sk) = event.get("state_key") {
-        if sk.as_str().is_none() {
+    if let Some(sk) = event.get("state_key")
+        && sk.as_str().is_none() {
             return Err("'state_key' is not a string".to_owned());
         }
-    }
     let is_v12_create = version.room_id_is_create_event_hash
         && event.get("type").and_then(Value::as_str) == Some("m.room.create");
     if is_v12_create {
@@ -552,12 +550,11 @@ fn check_room_state(
             problems.push(format!("{what} is not a full PDU"));
             continue;
         }
-        if version.strict_canonical_json {
-            if let Err(e) = check_strict(entry) {
+        if version.strict_canonical_json
+            && let Err(e) = check_strict(entry) {
                 problems.push(format!("{what} is {e}"));
                 continue;
             }
-        }
         if let Err(e) = check_pdu_format(obj, version) {
             problems.push(format!("{what} is malformed: {e}"));
             continue;

@@ -166,10 +166,10 @@ pub fn required_signers(
     let mut servers = vec![sender.server_str().to_owned()];
     if version.has_event_id_field() {
         let id = event_id(event, version).map_err(EventCheckError::EventId)?;
-        if let Some(server) = id.server_str() {
-            if server != servers[0] {
-                servers.push(server.to_owned());
-            }
+        if let Some(server) = id.server_str()
+            && server != servers[0]
+        {
+            servers.push(server.to_owned());
         }
     }
     Ok(servers)

@@ -93,14 +93,15 @@ fn redact_content(event_type: &str, content: &Object, rules: &RedactionRules) ->
         .collect();
     // v11+: keep only `signed` of a third-party invite. The spec is silent about an object
     // without `signed`; like Synapse, keep `{}` for an object and drop anything else.
-    if event_type == "m.room.member" && rules.keep_third_party_invite_signed {
-        if let Some(Value::Object(tpi)) = content.get("third_party_invite") {
-            let mut reduced = Object::new();
-            if let Some(signed) = tpi.get("signed") {
-                reduced.insert("signed".to_owned(), signed.clone());
-            }
-            out.insert("third_party_invite".to_owned(), Value::Object(reduced));
+    if event_type == "m.room.member"
+        && rules.keep_third_party_invite_signed
+        && let Some(Value::Object(tpi)) = content.get("third_party_invite")
+    {
+        let mut reduced = Object::new();
+        if let Some(signed) = tpi.get("signed") {
+            reduced.insert("signed".to_owned(), signed.clone());
         }
+        out.insert("third_party_invite".to_owned(), Value::Object(reduced));
     }
     out
 }

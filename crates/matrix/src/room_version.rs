@@ -102,6 +102,8 @@ const R_V11: RedactionRules = RedactionRules {
 const I64_MAX: i64 = i64::MAX;
 const SAFE_MAX: i64 = crate::json::MAX_SAFE_INTEGER;
 
+// One positional argument per table column keeps the table below readable as a table.
+#[allow(clippy::too_many_arguments)]
 const fn v(
     id: &'static str,
     event_format: EventFormat,
