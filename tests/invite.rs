@@ -286,12 +286,40 @@ fn request_authentication_failures() {
         "M_UNAUTHORIZED",
         "other body",
     );
+    // Several Authorization headers: one with a key invited cannot find is skipped as long as
+    // another verifies; a known key with a bad signature fails the request; other schemes are
+    // ignored; two origins are refused.
+    let two = |a: &str, b: &str| {
+        let resp = agent(None)
+            .put(&invited.url(&path))
+            .header("Authorization", a)
+            .header("Authorization", b)
+            .send(serde_json::to_vec(&body).unwrap())
+            .unwrap();
+        resp.status().as_u16()
+    };
+    let unknown_key = origin.sign_request_with(
+        &common::origin::new_key("zz"),
+        "PUT",
+        &path,
+        US,
+        Some(&body),
+    );
+    let bad_known = good.replace(&sig_of(&good), &"B".repeat(86));
+    assert_eq!(
+        two(&bad_known, &good),
+        401,
+        "a bad signature with a known key fails"
+    );
+    assert_eq!(two("Bearer whatever", &bad_known), 401);
+    let other_origin = good.replacen(&format!("origin=\"{name}\""), "origin=\"other.test\"", 1);
+    assert_eq!(two(&other_origin, &good), 401, "two origins");
     // Nothing was stored by any of these.
     assert!(stored_invite(&invited, &event_id).is_none());
-    // The good one works.
-    assert_eq!(put(&invited, &path, &body, Some(good), &origin).0, 200);
+    // The good one works, also beside an unknown key and another scheme.
+    assert_eq!(two(&unknown_key, &good), 200);
+    assert_eq!(two("Bearer whatever", &good), 200);
     assert!(stored_invite(&invited, &event_id).is_some());
-    let _ = name;
 }
 
 #[test]

@@ -290,6 +290,40 @@ mod tests {
         assert!(parse_header(b"X-Matrix origin=\xff").is_err());
     }
 
+    /// No input panics the parser: random bytes, and mutations of a valid header.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let valid = br#"X-Matrix origin="a.org:8448",destination="b",key="ed25519:k",sig="c2ln""#;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for round in 0..50_000 {
+            let mut bytes: Vec<u8> = if round % 2 == 0 {
+                valid.to_vec()
+            } else {
+                (0..(next() % 300)).map(|_| next() as u8).collect()
+            };
+            for _ in 0..(next() % 6) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let i = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[i] = next() as u8,
+                    1 => {
+                        bytes.remove(i);
+                    }
+                    _ => bytes.insert(i, b"\\\",= \t:"[(next() % 7) as usize]),
+                }
+            }
+            let _ = parse_header(&bytes);
+        }
+    }
+
     #[test]
     fn header_value_round_trips() {
         let x = XMatrix {
