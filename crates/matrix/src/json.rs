@@ -704,7 +704,20 @@ pub fn python_float_repr(f: f64) -> String {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
     // Rust's `{:e}` gives the shortest round-tripping digits: "d.ddde±x" (or "de±x").
-    let sci = format!("{:e}", f.abs());
+    let shortest = format!("{:e}", f.abs());
+    // When two candidates of that length both round-trip and the value lies exactly halfway
+    // between them (e.g. 845163620964137.25), Python's repr (David Gay's dtoa, mode 0) takes
+    // the even last digit (…137.2) while Rust's shortest mode rounds up (…137.3). Rust's
+    // fixed-precision mode is correctly rounded half-to-even, so prefer it when it round-trips.
+    let n_digits = shortest.split_once('e').map_or(shortest.len(), |(m, _)| {
+        m.bytes().filter(u8::is_ascii_digit).count()
+    });
+    let nearest = format!("{:.*e}", n_digits.saturating_sub(1), f.abs());
+    let sci = if nearest.parse::<f64>() == Ok(f.abs()) {
+        nearest
+    } else {
+        shortest
+    };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
@@ -852,6 +865,8 @@ mod tests {
     }
 
     #[test]
+    // The tie cases below are written with their exact binary values on purpose.
+    #[allow(clippy::excessive_precision)]
     fn python_float_repr_matches_python() {
         // Values checked against CPython 3.11's repr().
         for (f, want) in [
@@ -871,6 +886,9 @@ mod tests {
             (5e-324, "5e-324"),
             (1.7976931348623157e308, "1.7976931348623157e+308"),
             (123.456, "123.456"),
+            // Ties between two shortest candidates go to the even digit, as in Python.
+            (-845163620964137.25, "-845163620964137.2"),
+            (92341865244663.625, "92341865244663.62"),
         ] {
             assert_eq!(python_float_repr(f), want, "repr of {f:e}");
         }
