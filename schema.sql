@@ -131,3 +131,104 @@ SELECT
     i.signed_event
 FROM invites AS i
 WHERE i.state = 'pending';
+
+-- migration 4: invite policy, users, refusal log
+-- Operator rules on servers and users. Changes take effect on the next request (a trigger
+-- bumps policy_version, which the server checks before each policy decision).
+CREATE TABLE policy_rules (
+    -- 'server': pattern is a glob over server names without port ('*.example.org'),
+    -- matched against the origin, the inviter's server and the room ID's server.
+    -- 'user': pattern is a glob over full user IDs, matched against the inviter.
+    kind        TEXT NOT NULL CHECK (kind IN ('server', 'user')),
+    pattern     TEXT NOT NULL,
+    -- 'deny': refuse (403 M_FORBIDDEN). 'allow': with allow_list_mode on, only servers
+    -- matching an allow rule may invite. 'ignore': co-sign and answer 200 as usual, but store
+    -- the invite as 'ignored' (the sender learns nothing).
+    action      TEXT NOT NULL CHECK (action IN ('deny', 'allow', 'ignore')),
+    -- 'config' for rules from the config file (replaced at each start), 'cli' or anything
+    -- else for rules added later (kept).
+    source      TEXT NOT NULL DEFAULT 'cli',
+    created_ts  INTEGER NOT NULL,
+    PRIMARY KEY (kind, pattern, action)
+) STRICT;
+
+-- Switches: 'refuse_all' (refuse every invite), 'allow_list_mode' (only allowed servers),
+-- 'known_users_only' (only invitees listed in local_users). Values 'true' or 'false'.
+CREATE TABLE policy_settings (
+    name   TEXT PRIMARY KEY NOT NULL
+           CHECK (name IN ('refuse_all', 'allow_list_mode', 'known_users_only')),
+    value  TEXT NOT NULL CHECK (value IN ('true', 'false'))
+) STRICT;
+
+-- Bumped by triggers whenever rules or settings change; one row.
+CREATE TABLE policy_version (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    version  INTEGER NOT NULL
+) STRICT;
+INSERT INTO policy_version (id, version) VALUES (1, 0);
+CREATE TRIGGER policy_rules_ins AFTER INSERT ON policy_rules
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER policy_rules_del AFTER DELETE ON policy_rules
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER policy_rules_upd AFTER UPDATE ON policy_rules
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER policy_settings_ins AFTER INSERT ON policy_settings
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER policy_settings_del AFTER DELETE ON policy_settings
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+CREATE TRIGGER policy_settings_upd AFTER UPDATE ON policy_settings
+    BEGIN UPDATE policy_version SET version = version + 1; END;
+
+-- Our users, as the hosting homeserver knows them (used by known_users_only), with their
+-- invite settings stored as the JSON a client sets as account data, so a homeserver can copy
+-- account data in unchanged.
+CREATE TABLE local_users (
+    user_id                   TEXT PRIMARY KEY NOT NULL,
+    -- Content of m.invite_permission_config (spec v1.18, MSC4380): {"default_action": "block"}
+    -- refuses every invite with 403 M_INVITE_BLOCKED.
+    invite_permission_config  TEXT,
+    -- Content of org.matrix.msc4155.invite_permission_config (MSC4155): allowed/ignored/
+    -- blocked users and servers, evaluated in the MSC's order.
+    msc4155_config            TEXT,
+    -- Content of m.ignored_user_list: invites from these users are ignored.
+    ignored_user_list         TEXT
+) STRICT;
+
+-- Every refused invite that passed request authentication: what an operator reads after a
+-- spam wave. Pruned by age and count (see [policy] in the README).
+CREATE TABLE refusals (
+    id        INTEGER PRIMARY KEY,
+    ts        INTEGER NOT NULL,
+    origin    TEXT NOT NULL,
+    -- As far as the request got: NULL when the body did not say.
+    sender    TEXT,
+    invitee   TEXT,
+    room_id   TEXT,
+    event_id  TEXT,
+    -- The rule or check that refused it, e.g. 'server deny *.spam.example' or 'signature'.
+    rule      TEXT NOT NULL,
+    errcode   TEXT NOT NULL,
+    status    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX refusals_by_ts ON refusals (ts);
+CREATE INDEX refusals_by_origin ON refusals (origin, ts);
+
+-- Refusals per origin server per day (UTC).
+CREATE VIEW refusals_per_server_per_day AS
+SELECT origin, date(ts / 1000, 'unixepoch') AS day, count(*) AS refusals,
+       group_concat(DISTINCT errcode) AS errcodes
+FROM refusals GROUP BY origin, day ORDER BY day DESC, refusals DESC;
+
+-- Pending invites for humans: who invited whom to which room (name from the stripped state),
+-- and how long ago.
+CREATE VIEW pending_invites_readable AS
+SELECT i.invitee, i.sender AS inviter, i.origin,
+       (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+         WHERE s.event_id = i.event_id AND s.type = 'm.room.name' AND s.state_key = ''
+         LIMIT 1) AS room_name,
+       i.room_id,
+       CAST((strftime('%s', 'now') * 1000 - i.received_ts) / 60000 AS INTEGER) AS age_minutes,
+       i.event_id
+FROM invites AS i
+WHERE i.state = 'pending'
+ORDER BY i.received_ts DESC;

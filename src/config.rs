@@ -38,6 +38,7 @@ pub struct Config {
     pub federation: FederationConfig,
     pub http: HttpConfig,
     pub invites: InvitesConfig,
+    pub policy: PolicyConfig,
     /// Where the configuration came from, for messages; `None` for the embedded default.
     pub source: Option<PathBuf>,
 }
@@ -113,6 +114,24 @@ pub struct InvitesConfig {
     pub room_state_checks: RoomStateChecks,
 }
 
+/// `[policy]` and `[rate_limits]`: defaults for the invite policy. Switches set with the CLI
+/// (in the database) override these; the rule lists are loaded as rules of source `config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub refuse_all: bool,
+    pub allow_list_mode: bool,
+    pub known_users_only: bool,
+    pub deny_servers: Vec<String>,
+    pub allow_servers: Vec<String>,
+    pub ignore_servers: Vec<String>,
+    pub refusal_log_max_days: i64,
+    pub refusal_log_max_rows: i64,
+    pub per_origin_per_second: f64,
+    pub per_origin_burst: u32,
+    pub per_invitee_per_second: f64,
+    pub per_invitee_burst: u32,
+}
+
 /// How strictly `invite_room_state` is checked (MSC4311).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -154,6 +173,32 @@ struct FileFormat {
     http: HttpFormat,
     #[serde(default)]
     invites: InvitesFormat,
+    #[serde(default)]
+    policy: PolicyFormat,
+    #[serde(default)]
+    rate_limits: RateLimitsFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFormat {
+    refuse_all: Option<bool>,
+    allow_list_mode: Option<bool>,
+    known_users_only: Option<bool>,
+    deny_servers: Option<Vec<String>>,
+    allow_servers: Option<Vec<String>>,
+    ignore_servers: Option<Vec<String>>,
+    refusal_log_max_days: Option<i64>,
+    refusal_log_max_rows: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitsFormat {
+    per_origin_per_second: Option<f64>,
+    per_origin_burst: Option<i64>,
+    per_invitee_per_second: Option<f64>,
+    per_invitee_burst: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,7 +355,68 @@ impl Config {
                 3600,
             )?),
         };
+        let rate = |key: &str, v: Option<f64>, default: f64| {
+            let v = v.unwrap_or(default);
+            if v.is_finite() && (0.0..=1_000_000.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError(format!(
+                    "rate_limits.{key}: {v} is outside 0..=1000000"
+                )))
+            }
+        };
+        let globs = |key: &str, list: Option<Vec<String>>| {
+            let list = list.unwrap_or_default();
+            match list
+                .iter()
+                .find(|g| g.is_empty() || g.contains(char::is_whitespace))
+            {
+                Some(bad) => Err(ConfigError(format!("policy.{key}: bad glob {bad:?}"))),
+                None => Ok(list),
+            }
+        };
+        let p = f.policy;
+        let r = f.rate_limits;
+        let policy = PolicyConfig {
+            refuse_all: p.refuse_all.unwrap_or(false),
+            allow_list_mode: p.allow_list_mode.unwrap_or(false),
+            known_users_only: p.known_users_only.unwrap_or(false),
+            deny_servers: globs("deny_servers", p.deny_servers)?,
+            allow_servers: globs("allow_servers", p.allow_servers)?,
+            ignore_servers: globs("ignore_servers", p.ignore_servers)?,
+            refusal_log_max_days: in_range(
+                "policy.refusal_log_max_days",
+                p.refusal_log_max_days,
+                30,
+                1,
+                3650,
+            )?,
+            refusal_log_max_rows: in_range(
+                "policy.refusal_log_max_rows",
+                p.refusal_log_max_rows,
+                100_000,
+                100,
+                100_000_000,
+            )?,
+            per_origin_per_second: rate("per_origin_per_second", r.per_origin_per_second, 20.0)?,
+            per_origin_burst: in_range(
+                "rate_limits.per_origin_burst",
+                r.per_origin_burst,
+                100,
+                1,
+                1_000_000,
+            )? as u32,
+            per_invitee_per_second: rate("per_invitee_per_second", r.per_invitee_per_second, 1.0)?,
+            per_invitee_burst: in_range(
+                "rate_limits.per_invitee_burst",
+                r.per_invitee_burst,
+                20,
+                1,
+                1_000_000,
+            )? as u32,
+        };
         Ok(Config {
+            policy,
             server_name,
             listen,
             data_dir,
@@ -421,6 +527,13 @@ request_timeout_secs = 5
 keep_alive_secs = 7
 [invites]
 room_state_checks = "strict"
+[policy]
+refuse_all = true
+deny_servers = ["*.spam.example"]
+refusal_log_max_days = 7
+[rate_limits]
+per_origin_per_second = 0.5
+per_invitee_burst = 3
 "#,
             Some(Path::new("/etc/invited/invited.toml")),
         )
@@ -440,6 +553,11 @@ room_state_checks = "strict"
         assert_eq!(c.http.max_body_bytes, 2048);
         assert_eq!(c.federation.ip_range_allowlist.len(), 2);
         assert_eq!(c.invites.room_state_checks, RoomStateChecks::Strict);
+        assert!(c.policy.refuse_all);
+        assert_eq!(c.policy.deny_servers, vec!["*.spam.example".to_owned()]);
+        assert_eq!(c.policy.per_origin_per_second, 0.5);
+        assert_eq!(c.policy.per_invitee_burst, 3);
+        assert_eq!(c.policy.refusal_log_max_days, 7);
         assert_eq!(
             c.federation.ip_range_blocklist.len(),
             DEFAULT_IP_RANGE_BLOCKLIST.len()
@@ -467,6 +585,11 @@ room_state_checks = "strict"
         assert!(err("[federation]\nverify_certificates = \"no\"").contains("verify_certificates"));
         assert!(err("key_lifetime_hours = 0").contains("key_lifetime_hours"));
         assert!(err("[invites]\nroom_state_checks = \"lax\"").contains("room_state_checks"));
+        assert!(
+            err("[rate_limits]\nper_origin_per_second = -1.0").contains("per_origin_per_second")
+        );
+        assert!(err("[policy]\ndeny_servers = [\"\"]").contains("deny_servers"));
+        assert!(err("[policy]\nrefuse_al = true").contains("refuse_al"));
         assert!(
             err("[federation]\nip_range_allowlist = [\"1.2.3.4/33\"]")
                 .contains("ip_range_allowlist")

@@ -18,7 +18,8 @@ use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::{KeyPurpose, Keyring};
-use crate::store::{NewInvite, RoomStateRow, StoreError, StorePool, StoredInvite};
+use crate::policy::{Decision, InviteFacts, Policy};
+use crate::store::{NewInvite, RefusalRow, RoomStateRow, StoreError, StorePool, StoredInvite};
 
 /// The largest invite event we accept, as canonical JSON (the spec's PDU limit).
 pub const MAX_EVENT_BYTES: usize = 65_536;
@@ -48,7 +49,31 @@ pub struct InviteContext<'a> {
     pub keyring: &'a Keyring,
     pub store: &'a StorePool,
     pub room_state_checks: RoomStateChecks,
+    pub policy: &'a Policy,
+    /// Refusal log bounds: (max age in ms, max rows).
+    pub refusal_log_limits: (i64, i64),
     pub now_ms: i64,
+}
+
+/// A refusal after authentication: the error, and the rule or check to log.
+struct Refused {
+    error: MatrixError,
+    rule: Option<String>,
+}
+
+impl From<MatrixError> for Refused {
+    fn from(error: MatrixError) -> Refused {
+        Refused { error, rule: None }
+    }
+}
+
+/// What we knew about a refused invite when we refused it, for the refusal log.
+#[derive(Default)]
+struct Known {
+    sender: Option<String>,
+    invitee: Option<String>,
+    room_id: Option<String>,
+    event_id: Option<String>,
 }
 
 fn invalid(why: impl Into<String>) -> MatrixError {
@@ -103,8 +128,67 @@ pub fn handle(
     let sender_server = authenticate(request, Some(&body), ctx.our_name, ctx.keyring, ctx.now_ms)?;
     *origin = Some(sender_server.clone());
 
+    // From here on every refusal is logged for the operator.
+    let mut known = Known::default();
+    let result = handle_authenticated(
+        ctx,
+        api,
+        &path_room_id,
+        &path_event_id,
+        &body,
+        &sender_server,
+        &mut known,
+    );
+    match result {
+        Ok(response) => Ok(response),
+        Err(Refused { error, rule }) => {
+            if error.status < 500 {
+                let row = RefusalRow {
+                    ts: ctx.now_ms,
+                    origin: sender_server.to_string(),
+                    sender: known.sender,
+                    invitee: known.invitee,
+                    room_id: known.room_id,
+                    event_id: known.event_id,
+                    rule: rule.unwrap_or_else(|| error.message.chars().take(300).collect()),
+                    errcode: error.errcode.to_owned(),
+                    status: i64::from(error.status),
+                };
+                let (max_age, max_rows) = ctx.refusal_log_limits;
+                if let Err(e) = ctx
+                    .store
+                    .with(|s| s.record_refusal(&row, max_age, max_rows))
+                {
+                    log::error!("cannot record a refusal: {e}");
+                }
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Steps 2–9, for an authenticated request.
+fn handle_authenticated(
+    ctx: &InviteContext<'_>,
+    api: Api,
+    path_room_id: &str,
+    path_event_id: &str,
+    body: &Value,
+    sender_server: &ServerName,
+    known: &mut Known,
+) -> Result<Response, Refused> {
+    let event_field = |e: &Value, f: &str| e.get(f).and_then(Value::as_str).map(str::to_owned);
+    let raw_event = match api {
+        Api::V2 => body.get("event").unwrap_or(&Value::Null),
+        Api::V1 => body,
+    };
+    known.sender = event_field(raw_event, "sender");
+    known.invitee = event_field(raw_event, "state_key");
+    known.room_id = event_field(raw_event, "room_id").or_else(|| Some(path_room_id.to_owned()));
+    known.event_id = Some(path_event_id.to_owned());
+
     // 2. Body shape.
-    let parsed = parse_body(&body, api)?;
+    let parsed = parse_body(body, api)?;
     let event = parsed.event;
 
     // 3. Room version.
@@ -119,18 +203,20 @@ pub fn handle(
         .map_err(|e| MatrixError::bad_json(format!("The invite event is malformed: {e}")))?;
 
     // 5. What makes it an invite for one of our users, from the origin, for this path.
-    let checked = check_invite_semantics(&event, version, &sender_server, ctx.our_name)?;
+    let checked = check_invite_semantics(&event, version, sender_server, ctx.our_name)?;
     if checked.room_id.as_str() != path_room_id {
         return Err(invalid(format!(
             "The event's room_id {} does not match the path's {path_room_id}",
             checked.room_id
-        )));
+        ))
+        .into());
     }
     let event_id = event_id(&event, version).map_err(|e| invalid(e.to_string()))?;
     if event_id.as_str() != path_event_id {
         return Err(invalid(format!(
             "The event's ID {event_id} does not match the path's {path_event_id}"
-        )));
+        ))
+        .into());
     }
 
     // A retry of an invite we already answered: same answer, no second effect. The request
@@ -141,7 +227,7 @@ pub fn handle(
         .with(|s| s.find_invite(event_id.as_str()))
         .map_err(store_failed)?
     {
-        return replay(&stored, &sender_server, &fingerprint, api);
+        return Ok(replay(&stored, sender_server, &fingerprint, api)?);
     }
 
     // 6. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
@@ -159,7 +245,31 @@ pub fn handle(
         ctx.room_state_checks,
     )?;
 
-    // 8. Co-sign: our signature over the redacted event; nothing else changes.
+    // 8. Policy: operator rules, the invitee's settings, rate limits.
+    let decision = ctx
+        .policy
+        .evaluate(
+            ctx.store,
+            &InviteFacts {
+                origin: sender_server,
+                sender: &checked.sender,
+                invitee: &checked.invitee,
+                room_id: &checked.room_id,
+            },
+        )
+        .map_err(|r| Refused {
+            error: r.error,
+            rule: Some(r.rule),
+        })?;
+    let state = match &decision {
+        Decision::Accept => "pending",
+        Decision::Ignore(rule) => {
+            log::info!("invite {event_id} from {sender_server} ignored by {rule}");
+            "ignored"
+        }
+    };
+
+    // 9. Co-sign: our signature over the redacted event; nothing else changes.
     let mut signed = event.clone();
     sign_event(&mut signed, version, ctx.our_name, ctx.signing_key).map_err(|e| {
         log::error!("cannot co-sign {event_id}: {e}");
@@ -168,7 +278,7 @@ pub fn handle(
     let signed_text = Value::Object(signed).to_canonical_string();
     let response_body = response_body(api, &signed_text);
 
-    // 9. Persist durably, then answer (with whatever won a concurrent race).
+    // 10. Persist durably, then answer (with whatever won a concurrent race).
     let new = NewInvite {
         event_id: event_id.to_string(),
         room_id: checked.room_id.to_string(),
@@ -182,6 +292,7 @@ pub fn handle(
         event_fingerprint: fingerprint.clone(),
         signed_event: signed_text,
         response_body,
+        state: state.to_owned(),
         room_state,
         warnings,
     };
@@ -192,7 +303,7 @@ pub fn handle(
         .store
         .with(|s| s.insert_invite(&new))
         .map_err(store_failed)?;
-    replay(&stored, &sender_server, &fingerprint, api)
+    Ok(replay(&stored, sender_server, &fingerprint, api)?)
 }
 
 /// The answer for a stored invite, if this request is the same invite from the same origin.
@@ -277,11 +388,12 @@ fn parse_body(body: &Value, api: Api) -> Result<Body, MatrixError> {
     }
     for field in ["sender", "room_id", "event_id", "state_key", "type"] {
         if let Some(Value::String(s)) = event.get(field)
-            && s.len() > invited_matrix::ids::MAX_ID_BYTES {
-                return Err(MatrixError::bad_json(format!(
-                    "'{field}' is longer than 255 bytes"
-                )));
-            }
+            && s.len() > invited_matrix::ids::MAX_ID_BYTES
+        {
+            return Err(MatrixError::bad_json(format!(
+                "'{field}' is longer than 255 bytes"
+            )));
+        }
     }
     Ok(Body {
         room_version,
@@ -366,9 +478,10 @@ pub fn check_pdu_format(event: &Object, version: &RoomVersion) -> Result<(), Str
         return Err(format!("'depth' {depth} is out of range"));
     }
     if let Some(sk) = event.get("state_key")
-        && sk.as_str().is_none() {
-            return Err("'state_key' is not a string".to_owned());
-        }
+        && sk.as_str().is_none()
+    {
+        return Err("'state_key' is not a string".to_owned());
+    }
     let is_v12_create = version.room_id_is_create_event_hash
         && event.get("type").and_then(Value::as_str) == Some("m.room.create");
     if is_v12_create {
@@ -551,10 +664,11 @@ fn check_room_state(
             continue;
         }
         if version.strict_canonical_json
-            && let Err(e) = check_strict(entry) {
-                problems.push(format!("{what} is {e}"));
-                continue;
-            }
+            && let Err(e) = check_strict(entry)
+        {
+            problems.push(format!("{what} is {e}"));
+            continue;
+        }
         if let Err(e) = check_pdu_format(obj, version) {
             problems.push(format!("{what} is malformed: {e}"));
             continue;

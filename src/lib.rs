@@ -9,6 +9,7 @@ pub mod error;
 pub mod federation;
 pub mod invite;
 pub mod keys;
+pub mod policy;
 pub mod routes;
 pub mod server;
 pub mod store;

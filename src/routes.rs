@@ -13,6 +13,7 @@ use crate::error::MatrixError;
 use crate::federation::keyring::Keyring;
 use crate::invite::{self, Api, InviteContext};
 use crate::keys;
+use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};
 
 /// What the request handlers share. Built once at start-up.
@@ -26,6 +27,9 @@ pub struct App {
     pub keyring: Keyring,
     pub store: std::sync::Arc<StorePool>,
     pub room_state_checks: RoomStateChecks,
+    pub policy: Policy,
+    /// Refusal log bounds: (max age in ms, max rows).
+    pub refusal_log_limits: (i64, i64),
 }
 
 /// The current time in milliseconds since the Unix epoch.
@@ -90,6 +94,8 @@ impl App {
                     keyring: &self.keyring,
                     store: &self.store,
                     room_state_checks: self.room_state_checks,
+                    policy: &self.policy,
+                    refusal_log_limits: self.refusal_log_limits,
                     now_ms: now_ms(),
                 };
                 invite::handle(&ctx, request, api, room, event, origin)

@@ -11,8 +11,9 @@ use crate::Error;
 use crate::config::Config;
 use crate::federation::keyring::Keyring;
 use crate::keys;
+use crate::policy::Policy;
 use crate::routes::{App, now_ms};
-use crate::store::{Store, StorePool};
+use crate::store::{PolicyRule, Store, StorePool};
 
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
 pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
@@ -46,6 +47,28 @@ pub fn open_state(config: &Config) -> Result<(Store, invited_matrix::SigningKey)
     Ok((store, key))
 }
 
+/// Loads the config file's rule lists as rules of source `config` (replacing earlier ones).
+pub fn apply_config_rules(config: &Config, store: &mut Store) -> Result<(), Error> {
+    let p = &config.policy;
+    let rules: Vec<PolicyRule> = [
+        (&p.deny_servers, "deny"),
+        (&p.allow_servers, "allow"),
+        (&p.ignore_servers, "ignore"),
+    ]
+    .into_iter()
+    .flat_map(|(list, action)| {
+        list.iter().map(move |pattern| PolicyRule {
+            kind: "server".into(),
+            pattern: pattern.clone(),
+            action: action.into(),
+            source: "config".into(),
+        })
+    })
+    .collect();
+    store.replace_config_rules(&rules, now_ms())?;
+    Ok(())
+}
+
 /// Runs the server until a signal asks it to stop.
 pub fn serve(config: Config) -> Result<(), Error> {
     if config.is_embedded_default() {
@@ -56,7 +79,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             config.server_name
         );
     }
-    let (store, key) = open_state(&config)?;
+    let (mut store, key) = open_state(&config)?;
     let tls = match &config.tls {
         Some(tls) => Some(
             invited_http::load_tls_config(&tls.certificate, &tls.private_key)
@@ -65,6 +88,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    apply_config_rules(&config, &mut store)?;
     let pool = Arc::new(StorePool::new(&config.database_path()));
     let keyring = Keyring::new(
         config.server_name.clone(),
@@ -80,6 +104,11 @@ pub fn serve(config: Config) -> Result<(), Error> {
         keyring,
         store: pool.clone(),
         room_state_checks: config.invites.room_state_checks,
+        policy: Policy::new(config.policy.clone()),
+        refusal_log_limits: (
+            config.policy.refusal_log_max_days * 24 * 3600 * 1000,
+            config.policy.refusal_log_max_rows,
+        ),
     });
     let server = Server::bind(
         config.listen,

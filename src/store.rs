@@ -109,6 +109,66 @@ pub struct NewInvite {
     pub event_fingerprint: String,
     pub signed_event: String,
     pub response_body: String,
+    /// `pending`, or `ignored` when policy said so.
+    pub state: String,
+    pub room_state: Vec<RoomStateRow>,
+    pub warnings: Vec<String>,
+}
+
+/// An operator rule (table `policy_rules`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRule {
+    /// `server` or `user`.
+    pub kind: String,
+    pub pattern: String,
+    /// `deny`, `allow` or `ignore`.
+    pub action: String,
+    pub source: String,
+}
+
+/// A local user's invite settings (table `local_users`), JSON texts as clients set them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSettings {
+    pub invite_permission_config: Option<String>,
+    pub msc4155_config: Option<String>,
+    pub ignored_user_list: Option<String>,
+}
+
+/// One refused invite (table `refusals`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalRow {
+    pub ts: i64,
+    pub origin: String,
+    pub sender: Option<String>,
+    pub invitee: Option<String>,
+    pub room_id: Option<String>,
+    pub event_id: Option<String>,
+    pub rule: String,
+    pub errcode: String,
+    pub status: i64,
+}
+
+/// An invite for listing (`invites list`/`show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteSummary {
+    pub event_id: String,
+    pub room_id: String,
+    pub room_version: String,
+    pub invitee: String,
+    pub sender: String,
+    pub origin: String,
+    pub origin_server_ts: i64,
+    pub received_ts: i64,
+    pub state: String,
+    pub room_name: Option<String>,
+}
+
+/// Everything stored about one invite (`invites show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteDetails {
+    pub summary: InviteSummary,
+    /// The co-signed event as answered (canonical JSON).
+    pub signed_event: String,
     pub room_state: Vec<RoomStateRow>,
     pub warnings: Vec<String>,
 }
@@ -421,8 +481,8 @@ impl Store {
             .prepare_cached(
                 "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                      origin_server_ts, received_ts, api_version, event_fingerprint,
-                     signed_event, response_body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     signed_event, response_body, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .and_then(|mut stmt| {
@@ -438,7 +498,8 @@ impl Store {
                     invite.api_version,
                     invite.event_fingerprint,
                     invite.signed_event,
-                    invite.response_body
+                    invite.response_body,
+                    invite.state
                 ])
             })
             .context(|| format!("cannot store invite {id}"))?;
@@ -478,6 +539,410 @@ impl Store {
             context: format!("invite {id} vanished after being stored"),
             source: None,
         })
+    }
+
+    /// The counter the policy triggers bump on every rule or setting change.
+    pub fn policy_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT version FROM policy_version WHERE id = 1")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .context(|| "cannot read the policy version".to_owned())
+    }
+
+    pub fn policy_rules(&self) -> Result<Vec<PolicyRule>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, pattern, action, source FROM policy_rules ORDER BY kind, action, pattern",
+            )
+            .context(|| "cannot read policy rules".to_owned())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(PolicyRule {
+                    kind: r.get(0)?,
+                    pattern: r.get(1)?,
+                    action: r.get(2)?,
+                    source: r.get(3)?,
+                })
+            })
+            .context(|| "cannot read policy rules".to_owned())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context(|| "cannot read policy rules".to_owned())
+    }
+
+    /// Adds a rule (no-op if it exists).
+    pub fn add_policy_rule(&mut self, rule: &PolicyRule, now_ms: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "INSERT INTO policy_rules (kind, pattern, action, source, created_ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![rule.kind, rule.pattern, rule.action, rule.source, now_ms],
+            )
+            .context(|| format!("cannot add rule {}", rule.pattern))?;
+        Ok(n == 1)
+    }
+
+    /// Removes every rule with this pattern (any kind and action); returns how many.
+    pub fn remove_policy_rules(&mut self, pattern: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM policy_rules WHERE pattern = ?1",
+                params![pattern],
+            )
+            .context(|| format!("cannot remove rules for {pattern}"))
+    }
+
+    /// Replaces the rules that came from the config file.
+    pub fn replace_config_rules(
+        &mut self,
+        rules: &[PolicyRule],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a transaction".to_owned())?;
+        tx.execute("DELETE FROM policy_rules WHERE source = 'config'", [])
+            .context(|| "cannot replace config rules".to_owned())?;
+        for r in rules {
+            tx.execute(
+                "INSERT INTO policy_rules (kind, pattern, action, source, created_ts)
+                 VALUES (?1, ?2, ?3, 'config', ?4) ON CONFLICT DO NOTHING",
+                params![r.kind, r.pattern, r.action, now_ms],
+            )
+            .context(|| "cannot replace config rules".to_owned())?;
+        }
+        tx.commit()
+            .context(|| "cannot replace config rules".to_owned())
+    }
+
+    /// Switches set in the database (absent ones fall back to the config file).
+    pub fn policy_settings(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name, value FROM policy_settings")
+            .context(|| "cannot read policy settings".to_owned())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "true"))
+            })
+            .context(|| "cannot read policy settings".to_owned())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context(|| "cannot read policy settings".to_owned())
+    }
+
+    /// Sets a switch, or with `None` removes it (back to the config file's value).
+    pub fn set_policy_setting(
+        &mut self,
+        name: &str,
+        value: Option<bool>,
+    ) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO policy_settings (name, value) VALUES (?1, ?2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name, if v { "true" } else { "false" }],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM policy_settings WHERE name = ?1", params![name]),
+        }
+        .map(|_| ())
+        .context(|| format!("cannot set {name}"))
+    }
+
+    /// A local user's settings; `None` if the user is not in `local_users`.
+    pub fn user_settings(&self, user_id: &str) -> Result<Option<UserSettings>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT invite_permission_config, msc4155_config, ignored_user_list
+                 FROM local_users WHERE user_id = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![user_id], |r| {
+                    Ok(UserSettings {
+                        invite_permission_config: r.get(0)?,
+                        msc4155_config: r.get(1)?,
+                        ignored_user_list: r.get(2)?,
+                    })
+                })
+                .optional()
+            })
+            .context(|| format!("cannot read settings of {user_id}"))
+    }
+
+    /// Adds a local user (keeping existing settings).
+    pub fn add_local_user(&mut self, user_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO local_users (user_id) VALUES (?1) ON CONFLICT DO NOTHING",
+                params![user_id],
+            )
+            .map(|_| ())
+            .context(|| format!("cannot add {user_id}"))
+    }
+
+    /// Sets one of a user's invite settings (`invite_permission_config`, `msc4155_config`,
+    /// `ignored_user_list`) to JSON text or NULL, adding the user if needed.
+    pub fn set_user_setting(
+        &mut self,
+        user_id: &str,
+        column: &str,
+        json: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let sql = match column {
+            "invite_permission_config" => {
+                "INSERT INTO local_users (user_id, invite_permission_config) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET invite_permission_config = excluded.invite_permission_config"
+            }
+            "msc4155_config" => {
+                "INSERT INTO local_users (user_id, msc4155_config) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET msc4155_config = excluded.msc4155_config"
+            }
+            "ignored_user_list" => {
+                "INSERT INTO local_users (user_id, ignored_user_list) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET ignored_user_list = excluded.ignored_user_list"
+            }
+            other => {
+                return Err(StoreError {
+                    context: format!("no user setting {other}"),
+                    source: None,
+                });
+            }
+        };
+        self.conn
+            .execute(sql, params![user_id, json])
+            .map(|_| ())
+            .context(|| format!("cannot set {column} of {user_id}"))
+    }
+
+    /// Records a refusal; every 256th call also prunes rows older than `max_age_ms` and
+    /// beyond the newest `max_rows`.
+    pub fn record_refusal(
+        &mut self,
+        row: &RefusalRow,
+        max_age_ms: i64,
+        max_rows: i64,
+    ) -> Result<(), StoreError> {
+        let id: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO refusals (ts, origin, sender, invitee, room_id, event_id, rule,
+                     errcode, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        row.ts,
+                        row.origin,
+                        row.sender,
+                        row.invitee,
+                        row.room_id,
+                        row.event_id,
+                        row.rule,
+                        row.errcode,
+                        row.status
+                    ],
+                    |r| r.get(0),
+                )
+            })
+            .context(|| "cannot record a refusal".to_owned())?;
+        if id % 256 == 0 {
+            self.prune_refusals(row.ts - max_age_ms, max_rows)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes refusals older than `before_ts` and all but the newest `max_rows`.
+    pub fn prune_refusals(&mut self, before_ts: i64, max_rows: i64) -> Result<usize, StoreError> {
+        let old = self
+            .conn
+            .execute("DELETE FROM refusals WHERE ts < ?1", params![before_ts])
+            .context(|| "cannot prune refusals".to_owned())?;
+        let extra = self
+            .conn
+            .execute(
+                "DELETE FROM refusals WHERE id <= (SELECT id FROM refusals ORDER BY id DESC
+                 LIMIT 1 OFFSET ?1)",
+                params![max_rows],
+            )
+            .context(|| "cannot prune refusals".to_owned())?;
+        Ok(old + extra)
+    }
+
+    /// Refusals since `since_ts`, newest first.
+    pub fn refusals_since(&self, since_ts: i64, limit: i64) -> Result<Vec<RefusalRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status
+                 FROM refusals WHERE ts >= ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .context(|| "cannot read refusals".to_owned())?;
+        let rows = stmt
+            .query_map(params![since_ts, limit], |r| {
+                Ok(RefusalRow {
+                    ts: r.get(0)?,
+                    origin: r.get(1)?,
+                    sender: r.get(2)?,
+                    invitee: r.get(3)?,
+                    room_id: r.get(4)?,
+                    event_id: r.get(5)?,
+                    rule: r.get(6)?,
+                    errcode: r.get(7)?,
+                    status: r.get(8)?,
+                })
+            })
+            .context(|| "cannot read refusals".to_owned())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context(|| "cannot read refusals".to_owned())
+    }
+
+    /// Invites, newest first, optionally for one invitee and/or in one state.
+    pub fn list_invites(
+        &self,
+        invitee: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<InviteSummary>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+                        i.origin_server_ts, i.received_ts, i.state,
+                        (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+                          WHERE s.event_id = i.event_id AND s.type = 'm.room.name'
+                            AND s.state_key = '' LIMIT 1)
+                 FROM invites i
+                 WHERE (?1 IS NULL OR i.invitee = ?1) AND (?2 IS NULL OR i.state = ?2)
+                 ORDER BY i.received_ts DESC, i.event_id",
+            )
+            .context(|| "cannot list invites".to_owned())?;
+        let rows = stmt
+            .query_map(params![invitee, state], |r| {
+                Ok(InviteSummary {
+                    event_id: r.get(0)?,
+                    room_id: r.get(1)?,
+                    room_version: r.get(2)?,
+                    invitee: r.get(3)?,
+                    sender: r.get(4)?,
+                    origin: r.get(5)?,
+                    origin_server_ts: r.get(6)?,
+                    received_ts: r.get(7)?,
+                    state: r.get(8)?,
+                    room_name: r.get(9)?,
+                })
+            })
+            .context(|| "cannot list invites".to_owned())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .context(|| "cannot list invites".to_owned())
+    }
+
+    /// One invite's signed event, room state (client form) and warnings.
+    pub fn invite_details(&self, event_id: &str) -> Result<Option<InviteDetails>, StoreError> {
+        let Some(summary) = self
+            .list_invites(None, None)?
+            .into_iter()
+            .find(|i| i.event_id == event_id)
+        else {
+            return Ok(None);
+        };
+        let signed: String = self
+            .conn
+            .query_row(
+                "SELECT signed_event FROM invites WHERE event_id = ?1",
+                params![event_id],
+                |r| r.get(0),
+            )
+            .context(|| format!("cannot read invite {event_id}"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT type, state_key, sender, content, pdu FROM invite_room_state
+                 WHERE event_id = ?1 ORDER BY position",
+            )
+            .context(|| format!("cannot read invite {event_id}"))?;
+        let state = stmt
+            .query_map(params![event_id], |r| {
+                Ok(RoomStateRow {
+                    event_type: r.get(0)?,
+                    state_key: r.get(1)?,
+                    sender: r.get(2)?,
+                    content: r.get(3)?,
+                    pdu: r.get(4)?,
+                })
+            })
+            .context(|| format!("cannot read invite {event_id}"))?
+            .collect::<Result<Vec<_>, _>>()
+            .context(|| format!("cannot read invite {event_id}"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT warning FROM invite_warnings WHERE event_id = ?1")
+            .context(|| format!("cannot read invite {event_id}"))?;
+        let warnings = stmt
+            .query_map(params![event_id], |r| r.get(0))
+            .context(|| format!("cannot read invite {event_id}"))?
+            .collect::<Result<Vec<String>, _>>()
+            .context(|| format!("cannot read invite {event_id}"))?;
+        Ok(Some(InviteDetails {
+            summary,
+            signed_event: signed,
+            room_state: state,
+            warnings,
+        }))
+    }
+
+    /// Marks pending (or ignored) invites as rejected; returns the event IDs changed.
+    pub fn reject_invites(
+        &mut self,
+        event_id: Option<&str>,
+        origin_glob: Option<&str>,
+        sender: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let candidates: Vec<(String, String, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT event_id, origin, sender FROM invites
+                     WHERE state IN ('pending', 'ignored')",
+                )
+                .context(|| "cannot read invites".to_owned())?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .context(|| "cannot read invites".to_owned())?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .context(|| "cannot read invites".to_owned())?
+        };
+        let chosen: Vec<String> = candidates
+            .into_iter()
+            .filter(|(id, origin, s)| {
+                event_id.is_none_or(|e| e == id)
+                    && origin_glob.is_none_or(|g| {
+                        crate::policy::glob_match(
+                            &g.to_ascii_lowercase(),
+                            &crate::policy::host(origin),
+                        )
+                    })
+                    && sender.is_none_or(|u| u == s)
+            })
+            .map(|(id, _, _)| id)
+            .collect();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a transaction".to_owned())?;
+        for id in &chosen {
+            tx.execute(
+                "UPDATE invites SET state = 'rejected', state_changed_ts = ?2 WHERE event_id = ?1",
+                params![id, now_ms],
+            )
+            .context(|| format!("cannot reject {id}"))?;
+        }
+        tx.commit()
+            .context(|| "cannot commit rejections".to_owned())?;
+        Ok(chosen)
     }
 
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".

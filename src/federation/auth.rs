@@ -48,11 +48,12 @@ pub fn authenticate(
             return Err(unauthorized("X-Matrix headers name different origins"));
         }
         if let Some(d) = &c.destination
-            && d != our_name {
-                return Err(unauthorized(format!(
-                    "Request is for {d}, not for this server ({our_name})"
-                )));
-            }
+            && d != our_name
+        {
+            return Err(unauthorized(format!(
+                "Request is for {d}, not for this server ({our_name})"
+            )));
+        }
     }
     let signed =
         x_matrix::request_object(&request.method, &request.target, &origin, our_name, content);

@@ -54,9 +54,10 @@ impl Discovery {
     fn well_known(&self, client: &FederationClient, host: &str) -> Option<String> {
         if let Ok(cache) = self.well_known.lock()
             && let Some((value, until)) = cache.get(host)
-                && *until > Instant::now() {
-                    return value.clone();
-                }
+            && *until > Instant::now()
+        {
+            return value.clone();
+        }
         let (value, ttl) = match client.get_well_known(host) {
             Ok((body, max_age)) => match parse_well_known(&body) {
                 Some(server) => (

@@ -213,12 +213,13 @@ impl Keyring {
             let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
             let state = self.state_mut(&mut servers, name);
             if let Some(until) = state.failed_until
-                && until > Instant::now() {
-                    return Err(KeyError::FetchFailed {
-                        server: name.to_owned(),
-                        why: format!("{} (not retrying yet)", state.last_error),
-                    });
-                }
+                && until > Instant::now()
+            {
+                return Err(KeyError::FetchFailed {
+                    server: name.to_owned(),
+                    why: format!("{} (not retrying yet)", state.last_error),
+                });
+            }
             state.fetch_lock.clone()
         };
         // Notary key lookups happen inside a fetch that is already counted.
@@ -242,12 +243,13 @@ impl Keyring {
             let servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
             if let Some(state) = servers.get(name) {
                 if let Some(until) = state.failed_until
-                    && until > Instant::now() {
-                        return Err(KeyError::FetchFailed {
-                            server: name.to_owned(),
-                            why: state.last_error.clone(),
-                        });
-                    }
+                    && until > Instant::now()
+                {
+                    return Err(KeyError::FetchFailed {
+                        server: name.to_owned(),
+                        why: state.last_error.clone(),
+                    });
+                }
                 if state.last_fetch.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
                     return Err(miss_reason(state, name, key_id));
                 }

@@ -1,0 +1,444 @@
+//! Invite policy: who may invite our users, and how fast. Runs after an invite is proven
+//! authentic and well-formed (pipeline step 8) and before we sign.
+//!
+//! Order, first match wins: refuse-all; operator deny rules (servers, users); allow-list
+//! mode; known-users-only; operator ignore rules; the invitee's own settings (spec/MSC4380
+//! `default_action: "block"`, `m.ignored_user_list`, MSC4155 lists in the MSC's order); rate
+//! limits. "Ignore" co-signs and answers 200 as usual but stores the invite as `ignored`, so
+//! a spammer learns nothing.
+//!
+//! Rules live in the database so the CLI and the hosting homeserver can change them while we
+//! run; a trigger bumps `policy_version`, and we reload our snapshot when it moved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use invited_matrix::{RoomId, ServerName, UserId, Value, json};
+
+use crate::config::PolicyConfig;
+use crate::error::MatrixError;
+use crate::store::{PolicyRule, StoreError, StorePool, UserSettings};
+
+/// The facts of an invite that policy decides on (all already checked).
+pub struct InviteFacts<'a> {
+    pub origin: &'a ServerName,
+    pub sender: &'a UserId,
+    pub invitee: &'a UserId,
+    pub room_id: &'a RoomId,
+}
+
+/// What policy says about an invite that is not refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// Co-sign and answer as usual, store as `ignored`; the string names the rule.
+    Ignore(String),
+}
+
+/// A refusal: the error to answer and the rule to record in the refusal log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub error: MatrixError,
+    pub rule: String,
+}
+
+fn forbidden(rule: String, message: &str) -> Refusal {
+    Refusal {
+        error: MatrixError::new(403, "M_FORBIDDEN", message),
+        rule,
+    }
+}
+
+fn blocked(rule: String) -> Refusal {
+    Refusal {
+        error: MatrixError::new(
+            403,
+            "M_INVITE_BLOCKED",
+            "The invited user does not accept invites from you",
+        ),
+        rule,
+    }
+}
+
+/// Rules and switches as of one `policy_version`.
+#[derive(Debug, Default)]
+struct Snapshot {
+    version: i64,
+    rules: Vec<PolicyRule>,
+    refuse_all: bool,
+    allow_list_mode: bool,
+    known_users_only: bool,
+}
+
+/// The policy engine: a rule snapshot and the rate limiters.
+pub struct Policy {
+    defaults: PolicyConfig,
+    snapshot: Mutex<Arc<Snapshot>>,
+    per_origin: Mutex<TokenBuckets>,
+    per_invitee: Mutex<TokenBuckets>,
+}
+
+impl Policy {
+    pub fn new(defaults: PolicyConfig) -> Policy {
+        let per_origin =
+            TokenBuckets::new(defaults.per_origin_per_second, defaults.per_origin_burst);
+        let per_invitee =
+            TokenBuckets::new(defaults.per_invitee_per_second, defaults.per_invitee_burst);
+        Policy {
+            defaults,
+            snapshot: Mutex::new(Arc::new(Snapshot {
+                version: -1,
+                ..Snapshot::default()
+            })),
+            per_origin: Mutex::new(per_origin),
+            per_invitee: Mutex::new(per_invitee),
+        }
+    }
+
+    fn current(&self, store: &StorePool) -> Result<Arc<Snapshot>, StoreError> {
+        let version = store.with(|s| s.policy_version())?;
+        let cached = self.snapshot.lock().map(|s| s.clone()).ok();
+        if let Some(s) = cached.filter(|s| s.version == version) {
+            return Ok(s);
+        }
+        let (rules, settings) = store.with(|s| Ok((s.policy_rules()?, s.policy_settings()?)))?;
+        let setting = |name: &str, default: bool| {
+            settings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or(default, |(_, v)| *v)
+        };
+        let fresh = Arc::new(Snapshot {
+            version,
+            rules,
+            refuse_all: setting("refuse_all", self.defaults.refuse_all),
+            allow_list_mode: setting("allow_list_mode", self.defaults.allow_list_mode),
+            known_users_only: setting("known_users_only", self.defaults.known_users_only),
+        });
+        if let Ok(mut s) = self.snapshot.lock() {
+            *s = fresh.clone();
+        }
+        Ok(fresh)
+    }
+
+    /// Decides on a new invite (retries of answered invites never get here, so they are
+    /// never charged against rate limits).
+    pub fn evaluate(
+        &self,
+        store: &StorePool,
+        facts: &InviteFacts<'_>,
+    ) -> Result<Decision, Refusal> {
+        let internal = |e: StoreError| {
+            log::error!("policy: {e}");
+            Refusal {
+                error: MatrixError::internal(),
+                rule: "internal error".to_owned(),
+            }
+        };
+        let snap = self.current(store).map_err(internal)?;
+        if snap.refuse_all {
+            return Err(forbidden(
+                "refuse_all".into(),
+                "This server does not accept invites",
+            ));
+        }
+        let mut servers = vec![host(facts.origin.as_str()), host(facts.sender.server_str())];
+        if let Some(room_server) = facts.room_id.server_str() {
+            servers.push(host(room_server));
+        }
+        let sender = facts.sender.as_str();
+        let matching = |action: &str| {
+            snap.rules
+                .iter()
+                .filter(move |r| r.action == action)
+                .find(|r| match r.kind.as_str() {
+                    "server" => servers
+                        .iter()
+                        .any(|s| glob_match(&r.pattern.to_ascii_lowercase(), s)),
+                    _ => glob_match(&r.pattern, sender),
+                })
+        };
+        if let Some(r) = matching("deny") {
+            return Err(forbidden(
+                format!("{} deny {}", r.kind, r.pattern),
+                "This server does not accept invites from you",
+            ));
+        }
+        if snap.allow_list_mode {
+            let allowed = |s: &String| {
+                snap.rules.iter().any(|r| {
+                    r.kind == "server"
+                        && r.action == "allow"
+                        && glob_match(&r.pattern.to_ascii_lowercase(), s)
+                })
+            };
+            if let Some(s) = servers.iter().find(|s| !allowed(s)) {
+                return Err(forbidden(
+                    format!("allow_list_mode: {s} not allowed"),
+                    "This server only accepts invites from servers it allows",
+                ));
+            }
+        }
+        let user = store
+            .with(|s| s.user_settings(facts.invitee.as_str()))
+            .map_err(internal)?;
+        if snap.known_users_only && user.is_none() {
+            return Err(forbidden(
+                "known_users_only".into(),
+                "No such user on this server",
+            ));
+        }
+        if let Some(r) = matching("ignore") {
+            return Ok(Decision::Ignore(format!("{} ignore {}", r.kind, r.pattern)));
+        }
+        if let Some(user) = &user
+            && let Some(d) = user_decision(user, facts.sender)?
+        {
+            return Ok(d);
+        }
+        let now = Instant::now();
+        for (buckets, key, what) in [
+            (&self.per_origin, facts.origin.as_str(), "origin"),
+            (&self.per_invitee, facts.invitee.as_str(), "invitee"),
+        ] {
+            let verdict = buckets
+                .lock()
+                .map(|mut b| b.take(key, now))
+                .unwrap_or(Ok(()));
+            if let Err(retry_after_ms) = verdict {
+                let mut error = MatrixError::new(429, "M_LIMIT_EXCEEDED", "Too many invites")
+                    .with("retry_after_ms", Value::int(retry_after_ms));
+                error.retry_after_secs = Some(
+                    retry_after_ms
+                        .div_euclid(1000)
+                        .saturating_add(1)
+                        .unsigned_abs(),
+                );
+                return Err(Refusal {
+                    error,
+                    rule: format!("rate limit per {what}"),
+                });
+            }
+        }
+        Ok(Decision::Accept)
+    }
+}
+
+/// The invitee's own settings, in the MSCs' order. `Ok(None)`: no opinion (accept).
+fn user_decision(user: &UserSettings, sender: &UserId) -> Result<Option<Decision>, Refusal> {
+    let parse = |text: &Option<String>| text.as_deref().and_then(|t| json::parse(t).ok());
+    // Spec v1.18 / MSC4380: block everything.
+    if let Some(config) = parse(&user.invite_permission_config)
+        && config.get("default_action").and_then(Value::as_str) == Some("block")
+    {
+        return Err(blocked(
+            "invitee invite_permission_config default_action block".into(),
+        ));
+    }
+    // m.ignored_user_list, applied before MSC4155 as that MSC says.
+    if let Some(list) = parse(&user.ignored_user_list)
+        && list
+            .get("ignored_users")
+            .and_then(|u| u.get(sender.as_str()))
+            .is_some()
+    {
+        return Ok(Some(Decision::Ignore("invitee ignored_user_list".into())));
+    }
+    // MSC4155: allowed > ignored > blocked users, then allowed > ignored > blocked servers.
+    if let Some(config) = parse(&user.msc4155_config) {
+        if config.get("enabled").and_then(Value::as_bool) == Some(false) {
+            return Ok(None);
+        }
+        let server = host(sender.server_str());
+        let matches = |key: &str, subject: &str, fold: bool| {
+            config
+                .get(key)
+                .and_then(Value::as_array)
+                .is_some_and(|globs| {
+                    globs.iter().filter_map(Value::as_str).any(|g| {
+                        if fold {
+                            glob_match(&g.to_ascii_lowercase(), subject)
+                        } else {
+                            glob_match(g, subject)
+                        }
+                    })
+                })
+        };
+        let steps: [(&str, &str, bool, u8); 6] = [
+            ("allowed_users", sender.as_str(), false, 0),
+            ("ignored_users", sender.as_str(), false, 1),
+            ("blocked_users", sender.as_str(), false, 2),
+            ("allowed_servers", &server, true, 0),
+            ("ignored_servers", &server, true, 1),
+            ("blocked_servers", &server, true, 2),
+        ];
+        for (key, subject, fold, outcome) in steps {
+            if matches(key, subject, fold) {
+                return match outcome {
+                    0 => Ok(None),
+                    1 => Ok(Some(Decision::Ignore(format!("invitee msc4155 {key}")))),
+                    _ => Err(blocked(format!("invitee msc4155 {key}"))),
+                };
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The host of a server name, without port, in lower case (DNS names are case-insensitive,
+/// so a spammer cannot dodge `*.example.org` with `EXAMPLE.org`).
+pub fn host(server_name: &str) -> String {
+    let h = match server_name.rfind(':') {
+        Some(i) if !server_name[i..].contains(']') => &server_name[..i],
+        _ => server_name,
+    };
+    h.to_ascii_lowercase()
+}
+
+/// Matrix glob matching: `*` any run of characters, `?` exactly one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Token buckets keyed by name: `rate` tokens per second up to `burst`.
+struct TokenBuckets {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<String, (f64, Instant)>,
+}
+
+/// Buckets kept at most; full (idle) ones are dropped first.
+const MAX_BUCKETS: usize = 100_000;
+
+impl TokenBuckets {
+    fn new(rate: f64, burst: u32) -> TokenBuckets {
+        TokenBuckets {
+            rate,
+            burst: f64::from(burst),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token, or says how many milliseconds until one is available.
+    fn take(&mut self, key: &str, now: Instant) -> Result<(), i64> {
+        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(key) {
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+            if self.buckets.len() >= MAX_BUCKETS {
+                self.buckets.clear();
+            }
+        }
+        let (tokens, at) = self
+            .buckets
+            .entry(key.to_owned())
+            .or_insert((self.burst, now));
+        let refilled =
+            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if refilled >= 1.0 {
+            *tokens = refilled - 1.0;
+            Ok(())
+        } else {
+            *tokens = refilled;
+            let wait = if self.rate > 0.0 {
+                ((1.0 - refilled) / self.rate * 1000.0).ceil()
+            } else {
+                3_600_000.0
+            };
+            Err(wait as i64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.example.org", "spam.example.org"));
+        assert!(!glob_match("*.example.org", "example.org"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("@*:bad.org", "@x:bad.org"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+        assert_eq!(host("Example.org:8448"), "example.org");
+        assert_eq!(host("[::1]:8448"), "[::1]");
+        assert_eq!(host("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn token_buckets() {
+        let mut b = TokenBuckets::new(2.0, 3);
+        let t0 = Instant::now();
+        assert!(b.take("a", t0).is_ok());
+        assert!(b.take("a", t0).is_ok());
+        assert!(b.take("a", t0).is_ok());
+        let wait = b.take("a", t0).unwrap_err();
+        assert_eq!(wait, 500);
+        assert!(b.take("b", t0).is_ok(), "buckets are per key");
+        assert!(
+            b.take("a", t0 + std::time::Duration::from_millis(500))
+                .is_ok()
+        );
+    }
+
+    fn user(msc4155: &str) -> UserSettings {
+        UserSettings {
+            invite_permission_config: None,
+            msc4155_config: Some(msc4155.to_owned()),
+            ignored_user_list: None,
+        }
+    }
+
+    #[test]
+    fn msc4155_order() {
+        let sender = UserId::parse("@goodguy:badguys.org").unwrap();
+        let other = UserId::parse("@x:badguys.org").unwrap();
+        let cfg =
+            user(r#"{"allowed_users":["@goodguy:badguys.org"],"blocked_servers":["badguys.org"]}"#);
+        assert_eq!(user_decision(&cfg, &sender), Ok(None));
+        assert!(user_decision(&cfg, &other).is_err());
+        let cfg = user(r#"{"ignored_servers":["badguys.org"],"blocked_servers":["*"]}"#);
+        assert!(matches!(
+            user_decision(&cfg, &other),
+            Ok(Some(Decision::Ignore(_)))
+        ));
+        let cfg = user(r#"{"enabled":false,"blocked_servers":["*"]}"#);
+        assert_eq!(user_decision(&cfg, &other), Ok(None));
+        let block_all = UserSettings {
+            invite_permission_config: Some(r#"{"default_action":"block"}"#.into()),
+            msc4155_config: None,
+            ignored_user_list: None,
+        };
+        let refusal = user_decision(&block_all, &sender).unwrap_err();
+        assert_eq!(
+            (refusal.error.status, refusal.error.errcode),
+            (403, "M_INVITE_BLOCKED")
+        );
+    }
+}
