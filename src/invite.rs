@@ -20,6 +20,7 @@ use crate::federation::auth::authenticate;
 use crate::federation::keyring::{KeyPurpose, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
 use crate::store::{NewInvite, RefusalRow, RoomStateRow, StoreError, StorePool, StoredInvite};
+use crate::writer::Writer;
 
 /// The largest invite event we accept, as canonical JSON (the spec's PDU limit).
 pub const MAX_EVENT_BYTES: usize = 65_536;
@@ -50,8 +51,8 @@ pub struct InviteContext<'a> {
     pub store: &'a StorePool,
     pub room_state_checks: RoomStateChecks,
     pub policy: &'a Policy,
-    /// Refusal log bounds: (max age in ms, max rows).
-    pub refusal_log_limits: (i64, i64),
+    /// Where invites and refusals are written (group commit).
+    pub writer: &'a Writer,
     pub now_ms: i64,
 }
 
@@ -123,8 +124,14 @@ pub fn handle(
     if request.body.is_empty() {
         return Err(MatrixError::not_json("The request body is empty"));
     }
-    let body = json::parse_bytes(&request.body)
-        .map_err(|e| MatrixError::not_json(format!("Content not JSON: {e}")))?;
+    let body = json::parse_bytes(&request.body).map_err(|e| {
+        if e.is_syntax() {
+            MatrixError::not_json(format!("Content not JSON: {e}"))
+        } else {
+            // JSON, but not JSON we accept (duplicate keys, a number out of range).
+            MatrixError::bad_json(format!("Content refused: {e}"))
+        }
+    })?;
     let sender_server = authenticate(request, Some(&body), ctx.our_name, ctx.keyring, ctx.now_ms)?;
     *origin = Some(sender_server.clone());
 
@@ -154,13 +161,7 @@ pub fn handle(
                     errcode: error.errcode.to_owned(),
                     status: i64::from(error.status),
                 };
-                let (max_age, max_rows) = ctx.refusal_log_limits;
-                if let Err(e) = ctx
-                    .store
-                    .with(|s| s.record_refusal(&row, max_age, max_rows))
-                {
-                    log::error!("cannot record a refusal: {e}");
-                }
+                ctx.writer.log_refusal(row);
             }
             Err(error)
         }
@@ -299,10 +300,7 @@ fn handle_authenticated(
     for w in &new.warnings {
         log::info!("invite {event_id}: warning: {w}");
     }
-    let stored = ctx
-        .store
-        .with(|s| s.insert_invite(&new))
-        .map_err(store_failed)?;
+    let stored = ctx.writer.store_invite(new).map_err(store_failed)?;
     Ok(replay(&stored, sender_server, &fingerprint, api)?)
 }
 

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod writer;
 
 use std::fmt;
 

@@ -15,6 +15,7 @@ use crate::invite::{self, Api, InviteContext};
 use crate::keys;
 use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};
+use crate::writer::Writer;
 
 /// What the request handlers share. Built once at start-up.
 pub struct App {
@@ -28,8 +29,7 @@ pub struct App {
     pub store: std::sync::Arc<StorePool>,
     pub room_state_checks: RoomStateChecks,
     pub policy: Policy,
-    /// Refusal log bounds: (max age in ms, max rows).
-    pub refusal_log_limits: (i64, i64),
+    pub writer: Writer,
 }
 
 /// The current time in milliseconds since the Unix epoch.
@@ -95,7 +95,7 @@ impl App {
                     store: &self.store,
                     room_state_checks: self.room_state_checks,
                     policy: &self.policy,
-                    refusal_log_limits: self.refusal_log_limits,
+                    writer: &self.writer,
                     now_ms: now_ms(),
                 };
                 invite::handle(&ctx, request, api, room, event, origin)

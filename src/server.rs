@@ -14,6 +14,7 @@ use crate::keys;
 use crate::policy::Policy;
 use crate::routes::{App, now_ms};
 use crate::store::{PolicyRule, Store, StorePool};
+use crate::writer::Writer;
 
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
 pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
@@ -105,10 +106,13 @@ pub fn serve(config: Config) -> Result<(), Error> {
         store: pool.clone(),
         room_state_checks: config.invites.room_state_checks,
         policy: Policy::new(config.policy.clone()),
-        refusal_log_limits: (
-            config.policy.refusal_log_max_days * 24 * 3600 * 1000,
-            config.policy.refusal_log_max_rows,
-        ),
+        writer: Writer::start(
+            &config.database_path(),
+            (
+                config.policy.refusal_log_max_days * 24 * 3600 * 1000,
+                config.policy.refusal_log_max_rows,
+            ),
+        )?,
     });
     let server = Server::bind(
         config.listen,
@@ -145,6 +149,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         config.workers
     );
     let result = server.run(app.clone());
+    app.writer.stop();
     drop(app);
     pool.close()?;
     signal_handle.close();

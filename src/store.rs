@@ -472,73 +472,114 @@ impl Store {
     /// invite with the same event ID is already stored (a concurrent duplicate won the race),
     /// nothing is written and the stored one is returned instead.
     pub fn insert_invite(&mut self, invite: &NewInvite) -> Result<StoredInvite, StoreError> {
-        let id = invite.event_id.clone();
+        self.insert_invites(std::slice::from_ref(invite))
+            .pop()
+            .unwrap_or_else(|| {
+                Err(StoreError {
+                    context: "no result for the stored invite".to_owned(),
+                    source: None,
+                })
+            })
+    }
+
+    /// Group commit: stores several invites in ONE transaction (one fsync), each inside its
+    /// own savepoint so one failure does not undo the others. Results are in input order.
+    pub fn insert_invites(
+        &mut self,
+        invites: &[NewInvite],
+    ) -> Vec<Result<StoredInvite, StoreError>> {
+        let fail_all = |e: StoreError| {
+            invites
+                .iter()
+                .map(|_| {
+                    Err(StoreError {
+                        context: e.context.clone(),
+                        source: None,
+                    })
+                })
+                .collect()
+        };
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a transaction".to_owned())
+        {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(e),
+        };
+        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(invites.len());
+        for invite in invites {
+            let outcome = tx
+                .savepoint()
+                .context(|| "cannot start a savepoint".to_owned())
+                .and_then(|sp| {
+                    insert_invite_rows(&sp, invite)?;
+                    sp.commit()
+                        .context(|| "cannot release a savepoint".to_owned())
+                });
+            results.push(outcome);
+        }
+        if let Err(e) = tx.commit().context(|| "cannot commit invites".to_owned()) {
+            return fail_all(e);
+        }
+        invites
+            .iter()
+            .zip(results)
+            .map(|(invite, r)| {
+                r?;
+                self.find_invite(&invite.event_id)?
+                    .ok_or_else(|| StoreError {
+                        context: format!("invite {} vanished after being stored", invite.event_id),
+                        source: None,
+                    })
+            })
+            .collect()
+    }
+
+    /// Records several refusals in one transaction (see [`Store::record_refusal`]).
+    pub fn record_refusals(
+        &mut self,
+        rows: &[RefusalRow],
+        max_age_ms: i64,
+        max_rows: i64,
+    ) -> Result<(), StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(|| "cannot start a transaction".to_owned())?;
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
-                     origin_server_ts, received_ts, api_version, event_fingerprint,
-                     signed_event, response_body, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (event_id) DO NOTHING",
-            )
-            .and_then(|mut stmt| {
-                stmt.execute(params![
-                    invite.event_id,
-                    invite.room_id,
-                    invite.room_version,
-                    invite.invitee,
-                    invite.sender,
-                    invite.origin,
-                    invite.origin_server_ts,
-                    invite.received_ts,
-                    invite.api_version,
-                    invite.event_fingerprint,
-                    invite.signed_event,
-                    invite.response_body,
-                    invite.state
-                ])
-            })
-            .context(|| format!("cannot store invite {id}"))?;
-        if inserted == 1 {
-            let mut state = tx
+        let mut prune = false;
+        for row in rows {
+            let id: i64 = tx
                 .prepare_cached(
-                    "INSERT INTO invite_room_state
-                         (event_id, position, type, state_key, sender, content, pdu)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO refusals (ts, origin, sender, invitee, room_id, event_id, rule,
+                         errcode, status)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
                 )
-                .context(|| format!("cannot store the room state of {id}"))?;
-            for (i, row) in invite.room_state.iter().enumerate() {
-                state
-                    .execute(params![
-                        id,
-                        i as i64,
-                        row.event_type,
-                        row.state_key,
-                        row.sender,
-                        row.content,
-                        row.pdu
-                    ])
-                    .context(|| format!("cannot store the room state of {id}"))?;
-            }
-            drop(state);
-            let mut warn = tx
-                .prepare_cached("INSERT INTO invite_warnings (event_id, warning) VALUES (?1, ?2)")
-                .context(|| format!("cannot store the warnings of {id}"))?;
-            for w in &invite.warnings {
-                warn.execute(params![id, w])
-                    .context(|| format!("cannot store the warnings of {id}"))?;
-            }
+                .and_then(|mut s| {
+                    s.query_row(
+                        params![
+                            row.ts,
+                            row.origin,
+                            row.sender,
+                            row.invitee,
+                            row.room_id,
+                            row.event_id,
+                            row.rule,
+                            row.errcode,
+                            row.status
+                        ],
+                        |r| r.get(0),
+                    )
+                })
+                .context(|| "cannot record a refusal".to_owned())?;
+            prune |= id % 256 == 0;
         }
         tx.commit()
-            .context(|| format!("cannot commit invite {id}"))?;
-        self.find_invite(&id)?.ok_or_else(|| StoreError {
-            context: format!("invite {id} vanished after being stored"),
-            source: None,
-        })
+            .context(|| "cannot commit refusals".to_owned())?;
+        if let (true, Some(last)) = (prune, rows.last()) {
+            self.prune_refusals(last.ts - max_age_ms, max_rows)?;
+        }
+        Ok(())
     }
 
     /// The counter the policy triggers bump on every rule or setting change.
@@ -960,6 +1001,69 @@ impl Store {
             })
         }
     }
+}
+
+/// Inserts one invite's rows (invite, room state, warnings) inside the caller's transaction;
+/// nothing if the event ID is already stored.
+fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), StoreError> {
+    let id = invite.event_id.as_str();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
+                 origin_server_ts, received_ts, api_version, event_fingerprint,
+                 signed_event, response_body, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                invite.event_id,
+                invite.room_id,
+                invite.room_version,
+                invite.invitee,
+                invite.sender,
+                invite.origin,
+                invite.origin_server_ts,
+                invite.received_ts,
+                invite.api_version,
+                invite.event_fingerprint,
+                invite.signed_event,
+                invite.response_body,
+                invite.state
+            ])
+        })
+        .context(|| format!("cannot store invite {id}"))?;
+    if inserted == 0 {
+        return Ok(());
+    }
+    let mut state = conn
+        .prepare_cached(
+            "INSERT INTO invite_room_state
+                 (event_id, position, type, state_key, sender, content, pdu)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .context(|| format!("cannot store the room state of {id}"))?;
+    for (i, row) in invite.room_state.iter().enumerate() {
+        state
+            .execute(params![
+                id,
+                i as i64,
+                row.event_type,
+                row.state_key,
+                row.sender,
+                row.content,
+                row.pdu
+            ])
+            .context(|| format!("cannot store the room state of {id}"))?;
+    }
+    let mut warn = conn
+        .prepare_cached("INSERT INTO invite_warnings (event_id, warning) VALUES (?1, ?2)")
+        .context(|| format!("cannot store the warnings of {id}"))?;
+    for w in &invite.warnings {
+        warn.execute(params![id, w])
+            .context(|| format!("cannot store the warnings of {id}"))?;
+    }
+    Ok(())
 }
 
 /// A small pool of connections, so each worker thread can have its own without opening one

@@ -1,0 +1,138 @@
+//! The one thread that writes invites and refusals: group commit.
+//!
+//! An answered invite must be on disk before its 200, and one fsync per invite would cap us
+//! at the disk's sync rate. Workers hand their writes to this thread and wait; it takes
+//! everything queued, writes it in one transaction (one fsync), and then wakes each waiter.
+//! Under load many invites share one commit; alone, an invite waits for just its own.
+//! Refusals ride along without a waiter (losing the last few in a crash is acceptable).
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use crate::Error;
+use crate::store::{NewInvite, RefusalRow, Store, StoreError, StoredInvite};
+
+/// Writes queued at most before senders wait (back-pressure).
+const QUEUE: usize = 4096;
+/// Writes per transaction at most.
+const BATCH: usize = 512;
+
+enum Job {
+    Invite(
+        Box<NewInvite>,
+        mpsc::Sender<Result<StoredInvite, StoreError>>,
+    ),
+    Refusal(RefusalRow),
+}
+
+/// Handle to the writer thread.
+pub struct Writer {
+    sender: Mutex<Option<SyncSender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    /// Starts the writer with its own connection to `db`. `refusal_limits` bounds the
+    /// refusal log: (max age in ms, max rows).
+    pub fn start(db: &Path, refusal_limits: (i64, i64)) -> Result<Writer, Error> {
+        let store = Store::open(db)?;
+        let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || run(store, receiver, refusal_limits))
+            .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            sender: Mutex::new(Some(sender)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn sender(&self) -> Option<SyncSender<Job>> {
+        self.sender.lock().ok().and_then(|s| s.clone())
+    }
+
+    /// Stores an invite durably; returns when it is committed (or what was already stored
+    /// under its event ID).
+    pub fn store_invite(&self, invite: NewInvite) -> Result<StoredInvite, StoreError> {
+        let stopped = || StoreError {
+            context: "the writer has stopped".to_owned(),
+            source: None,
+        };
+        let sender = self.sender().ok_or_else(stopped)?;
+        let (reply, answer) = mpsc::channel();
+        sender
+            .send(Job::Invite(Box::new(invite), reply))
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+
+    /// Queues a refusal for the log; never blocks (dropped, with a warning, when the queue is
+    /// full).
+    pub fn log_refusal(&self, row: RefusalRow) {
+        let Some(sender) = self.sender() else { return };
+        match sender.try_send(Job::Refusal(row)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => log::warn!("writer queue full: a refusal was not logged"),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Writes what is queued, then stops the thread.
+    pub fn stop(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            s.take();
+        }
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(mut store: Store, jobs: Receiver<Job>, (max_age, max_rows): (i64, i64)) {
+    while let Ok(first) = jobs.recv() {
+        let mut invites = Vec::new();
+        let mut replies = Vec::new();
+        let mut refusals = Vec::new();
+        let mut take = |job: Job| match job {
+            Job::Invite(invite, reply) => {
+                invites.push(*invite);
+                replies.push(reply);
+            }
+            Job::Refusal(row) => refusals.push(row),
+        };
+        take(first);
+        for _ in 1..BATCH {
+            match jobs.try_recv() {
+                Ok(job) => take(job),
+                Err(_) => break,
+            }
+        }
+        if !invites.is_empty() {
+            let results = store.insert_invites(&invites);
+            log::debug!(
+                "writer: committed {} invite(s) in one transaction",
+                invites.len()
+            );
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        if !refusals.is_empty() {
+            if let Err(e) = store.record_refusals(&refusals, max_age, max_rows) {
+                log::error!("cannot record {} refusal(s): {e}", refusals.len());
+            }
+        }
+    }
+    if let Err(e) = store.close() {
+        log::error!("writer: {e}");
+    }
+}
