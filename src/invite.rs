@@ -53,6 +53,8 @@ pub struct InviteContext<'a> {
     pub policy: &'a Policy,
     /// Where invites and refusals are written (group commit).
     pub writer: &'a Writer,
+    /// State PDUs whose signatures already verified (invite waves repeat the same room state).
+    pub verified_state: &'a VerifiedPdus,
     pub now_ms: i64,
 }
 
@@ -188,37 +190,20 @@ fn handle_authenticated(
     known.room_id = event_field(raw_event, "room_id").or_else(|| Some(path_room_id.to_owned()));
     known.event_id = Some(path_event_id.to_owned());
 
-    // 2. Body shape.
-    let parsed = parse_body(body, api)?;
-    let event = parsed.event;
-
-    // 3. Room version.
-    let version = room_version(api, parsed.room_version.as_deref(), &parsed.room_state)?;
-
-    // 4. Event format for that version (strict canonical JSON from v6).
-    if version.strict_canonical_json {
-        check_strict(&Value::Object(event.clone()))
-            .map_err(|e| MatrixError::bad_json(format!("The invite event is {e}")))?;
-    }
-    check_pdu_format(&event, version)
-        .map_err(|e| MatrixError::bad_json(format!("The invite event is malformed: {e}")))?;
-
-    // 5. What makes it an invite for one of our users, from the origin, for this path.
-    let checked = check_invite_semantics(&event, version, sender_server, ctx.our_name)?;
-    if checked.room_id.as_str() != path_room_id {
-        return Err(invalid(format!(
-            "The event's room_id {} does not match the path's {path_room_id}",
-            checked.room_id
-        ))
-        .into());
-    }
-    let event_id = event_id(&event, version).map_err(|e| invalid(e.to_string()))?;
-    if event_id.as_str() != path_event_id {
-        return Err(invalid(format!(
-            "The event's ID {event_id} does not match the path's {path_event_id}"
-        ))
-        .into());
-    }
+    let CheckedRequest {
+        version,
+        event,
+        room_state: raw_room_state,
+        invite: checked,
+        event_id,
+    } = check_request(
+        api,
+        body,
+        sender_server,
+        ctx.our_name,
+        path_room_id,
+        path_event_id,
+    )?;
 
     // A retry of an invite we already answered: same answer, no second effect. The request
     // signature above was checked, so a stored event only goes back to its own origin.
@@ -239,11 +224,12 @@ fn handle_authenticated(
 
     // 7. invite_room_state (MSC4311).
     let (room_state, warnings) = check_room_state(
-        &parsed.room_state,
+        &raw_room_state,
         version,
         &checked.room_id,
         ctx.keyring,
         ctx.room_state_checks,
+        ctx.verified_state,
     )?;
 
     // 8. Policy: operator rules, the invitee's settings, rate limits.
@@ -302,6 +288,64 @@ fn handle_authenticated(
     }
     let stored = ctx.writer.store_invite(new).map_err(store_failed)?;
     Ok(replay(&stored, sender_server, &fingerprint, api)?)
+}
+
+/// An invite request that passed steps 2–5 (everything that needs no keys or storage).
+pub struct CheckedRequest {
+    pub version: &'static RoomVersion,
+    pub event: Object,
+    /// `invite_room_state` as received (checked later, with keys).
+    pub room_state: Vec<Value>,
+    pub invite: CheckedInvite,
+    pub event_id: invited_matrix::EventId,
+}
+
+/// Steps 2–5 of the pipeline: body shape and size, room version, event format, invite
+/// semantics, path agreement. Pure: no keys, no storage, so it can be fuzzed alone.
+pub fn check_request(
+    api: Api,
+    body: &Value,
+    origin: &ServerName,
+    our_name: &ServerName,
+    path_room_id: &str,
+    path_event_id: &str,
+) -> Result<CheckedRequest, MatrixError> {
+    // 2. Body shape.
+    let parsed = parse_body(body, api)?;
+    let event = parsed.event;
+
+    // 3. Room version.
+    let version = room_version(api, parsed.room_version.as_deref(), &parsed.room_state)?;
+
+    // 4. Event format for that version (strict canonical JSON from v6).
+    if version.strict_canonical_json {
+        check_strict(&Value::Object(event.clone()))
+            .map_err(|e| MatrixError::bad_json(format!("The invite event is {e}")))?;
+    }
+    check_pdu_format(&event, version)
+        .map_err(|e| MatrixError::bad_json(format!("The invite event is malformed: {e}")))?;
+
+    // 5. What makes it an invite for one of our users, from the origin, for this path.
+    let checked = check_invite_semantics(&event, version, origin, our_name)?;
+    if checked.room_id.as_str() != path_room_id {
+        return Err(invalid(format!(
+            "The event's room_id {} does not match the path's {path_room_id}",
+            checked.room_id
+        )));
+    }
+    let event_id = event_id(&event, version).map_err(|e| invalid(e.to_string()))?;
+    if event_id.as_str() != path_event_id {
+        return Err(invalid(format!(
+            "The event's ID {event_id} does not match the path's {path_event_id}"
+        )));
+    }
+    Ok(CheckedRequest {
+        version,
+        event,
+        room_state: parsed.room_state,
+        invite: checked,
+        event_id,
+    })
 }
 
 /// The answer for a stored invite, if this request is the same invite from the same origin.
@@ -522,11 +566,12 @@ pub fn check_pdu_format(event: &Object, version: &RoomVersion) -> Result<(), Str
     Ok(())
 }
 
-struct CheckedInvite {
-    sender: UserId,
-    invitee: UserId,
-    room_id: RoomId,
-    origin_server_ts: i64,
+/// The invite facts step 5 established.
+pub struct CheckedInvite {
+    pub sender: UserId,
+    pub invitee: UserId,
+    pub room_id: RoomId,
+    pub origin_server_ts: i64,
 }
 
 /// Step 5: type, membership, sender's server == origin, invitee on our server, room ID form.
@@ -602,6 +647,63 @@ fn event_keys<'a>(
     }
 }
 
+/// A bounded memory of `invite_room_state` PDUs whose signatures verified recently, keyed by
+/// the SHA-256 of the room version and the PDU's exact canonical JSON (signatures included).
+///
+/// Every invite to a room carries the same create event and state; a wave of invites to one
+/// room would otherwise verify the same signatures again and again. Identical bytes verify
+/// identically under the same keys, and entries expire so key changes are seen.
+pub struct VerifiedPdus {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl VerifiedPdus {
+    /// How long a verification is remembered.
+    const TTL: std::time::Duration = std::time::Duration::from_secs(600);
+    /// Entries at most.
+    const MAX: usize = 8192;
+
+    pub fn new() -> VerifiedPdus {
+        VerifiedPdus {
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn key(version: &RoomVersion, canonical_pdu: Option<&str>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(version.id.as_bytes());
+        h.update([0]);
+        h.update(canonical_pdu.unwrap_or_default().as_bytes());
+        h.finalize().into()
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+            .is_some_and(|at| at.elapsed() < Self::TTL)
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        if let Ok(mut m) = self.seen.lock() {
+            if m.len() >= Self::MAX {
+                m.retain(|_, at| at.elapsed() < Self::TTL);
+                if m.len() >= Self::MAX {
+                    m.clear();
+                }
+            }
+            m.insert(key, std::time::Instant::now());
+        }
+    }
+}
+
+impl Default for VerifiedPdus {
+    fn default() -> Self {
+        VerifiedPdus::new()
+    }
+}
+
 /// Whether a state entry is a full PDU (as opposed to the 4-key stripped form).
 fn is_full_pdu(entry: &Object) -> bool {
     [
@@ -623,6 +725,7 @@ fn check_room_state(
     room_id: &RoomId,
     keyring: &Keyring,
     mode: RoomStateChecks,
+    verified: &VerifiedPdus,
 ) -> Result<(Vec<RoomStateRow>, Vec<String>), MatrixError> {
     let mut rows = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -698,9 +801,13 @@ fn check_room_state(
             .get("origin_server_ts")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        let keys = event_keys(keyring, ts, version);
-        if let Err(e) = verify_event_signatures(obj, version, &keys) {
-            problems.push(format!("{what}: {e}"));
+        let fingerprint = VerifiedPdus::key(version, rows.last().and_then(|r| r.pdu.as_deref()));
+        if !verified.contains(&fingerprint) {
+            let keys = event_keys(keyring, ts, version);
+            match verify_event_signatures(obj, version, &keys) {
+                Ok(()) => verified.insert(fingerprint),
+                Err(e) => problems.push(format!("{what}: {e}")),
+            }
         }
     }
     if mode != RoomStateChecks::Off && !create_seen {

@@ -30,6 +30,7 @@ pub struct App {
     pub room_state_checks: RoomStateChecks,
     pub policy: Policy,
     pub writer: Writer,
+    pub verified_state: invite::VerifiedPdus,
 }
 
 /// The current time in milliseconds since the Unix epoch.
@@ -96,6 +97,7 @@ impl App {
                     room_state_checks: self.room_state_checks,
                     policy: &self.policy,
                     writer: &self.writer,
+                    verified_state: &self.verified_state,
                     now_ms: now_ms(),
                 };
                 invite::handle(&ctx, request, api, room, event, origin)

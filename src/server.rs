@@ -106,6 +106,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         store: pool.clone(),
         room_state_checks: config.invites.room_state_checks,
         policy: Policy::new(config.policy.clone()),
+        verified_state: crate::invite::VerifiedPdus::new(),
         writer: Writer::start(
             &config.database_path(),
             (

@@ -126,10 +126,10 @@ fn run(mut store: Store, jobs: Receiver<Job>, (max_age, max_rows): (i64, i64)) {
                 let _ = reply.send(result);
             }
         }
-        if !refusals.is_empty() {
-            if let Err(e) = store.record_refusals(&refusals, max_age, max_rows) {
-                log::error!("cannot record {} refusal(s): {e}", refusals.len());
-            }
+        if !refusals.is_empty()
+            && let Err(e) = store.record_refusals(&refusals, max_age, max_rows)
+        {
+            log::error!("cannot record {} refusal(s): {e}", refusals.len());
         }
     }
     if let Err(e) = store.close() {
