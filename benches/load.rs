@@ -69,26 +69,40 @@ fn prepare(
     Prepared { path, request }
 }
 
-/// Sends one request on a keep-alive connection; returns the status.
-fn exchange(conn: &mut BufReader<TcpStream>, request: &[u8]) -> u16 {
+/// Sends one request on a keep-alive connection; returns the status and whether the server
+/// closes the connection afterwards (it does after `max_requests_per_connection`).
+fn exchange_keep_alive(conn: &mut BufReader<TcpStream>, request: &[u8]) -> (u16, bool) {
     conn.get_mut().write_all(request).unwrap();
     let mut line = String::new();
     conn.read_line(&mut line).unwrap();
     let status: u16 = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut length = 0usize;
+    let mut close = false;
     loop {
         line.clear();
         conn.read_line(&mut line).unwrap();
         if line == "\r\n" || line.is_empty() {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap();
         }
+        close |= lower.starts_with("connection:") && lower.contains("close");
     }
     let mut body = vec![0u8; length];
     conn.read_exact(&mut body).unwrap();
-    status
+    (status, close)
+}
+
+fn exchange(conn: &mut BufReader<TcpStream>, request: &[u8]) -> u16 {
+    exchange_keep_alive(conn, request).0
+}
+
+fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    BufReader::new(stream)
 }
 
 struct RunResult {
@@ -108,17 +122,19 @@ fn run(addr: SocketAddr, requests: &[Arc<Vec<u8>>], concurrency: usize) -> RunRe
         .map(|part| {
             let part: Vec<Arc<Vec<u8>>> = part.to_vec();
             std::thread::spawn(move || {
-                let stream = TcpStream::connect(addr).unwrap();
-                stream.set_nodelay(true).unwrap();
-                let mut conn = BufReader::new(stream);
+                let mut conn = connect(addr);
                 let mut lat = Vec::with_capacity(part.len());
                 let mut bad = 0;
                 for r in &part {
                     let t = Instant::now();
-                    if exchange(&mut conn, r) != 200 {
+                    let (status, close) = exchange_keep_alive(&mut conn, r);
+                    if status != 200 {
                         bad += 1;
                     }
                     lat.push(t.elapsed());
+                    if close {
+                        conn = connect(addr);
+                    }
                 }
                 (lat, bad)
             })
