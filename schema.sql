@@ -82,25 +82,39 @@ CREATE TABLE invites (
     event_fingerprint TEXT NOT NULL,
     -- The co-signed event exactly as answered (canonical JSON; includes `unsigned`).
     signed_event      TEXT NOT NULL,
-    -- The exact response body we sent, replayed byte for byte on a retry.
-    response_body     TEXT NOT NULL
+    -- The exact response body we sent, replayed byte for byte on a retry. Computed from
+    -- signed_event (not stored twice): {"event":…} for v2, [200,{"event":…}] for v1.
+    response_body     TEXT GENERATED ALWAYS AS (
+                          CASE api_version
+                              WHEN 1 THEN '[200,{"event":' || signed_event || '}]'
+                              ELSE '{"event":' || signed_event || '}'
+                          END) VIRTUAL
 ) STRICT;
 CREATE INDEX invites_by_invitee ON invites (invitee, state);
 CREATE INDEX invites_by_origin ON invites (origin, received_ts);
 
+-- Full PDUs from invite_room_state, stored once however many invites carry them (a wave of
+-- invites to one room repeats the same create event and state).
+CREATE TABLE pdus (
+    -- SHA-256 (unpadded base64) of the canonical JSON below.
+    sha256  TEXT PRIMARY KEY NOT NULL,
+    -- The PDU exactly as received, as canonical JSON.
+    pdu     TEXT NOT NULL
+) STRICT;
+
 -- The room state that came with an invite (invite_room_state), in the order received.
 CREATE TABLE invite_room_state (
-    event_id   TEXT NOT NULL REFERENCES invites (event_id) ON DELETE CASCADE,
+    event_id    TEXT NOT NULL REFERENCES invites (event_id) ON DELETE CASCADE,
     -- Position in the invite_room_state array (0-based).
-    position   INTEGER NOT NULL,
+    position    INTEGER NOT NULL,
     -- The client form (stripped state): type, state_key, sender, content (JSON text).
-    type       TEXT NOT NULL,
-    state_key  TEXT NOT NULL,
-    sender     TEXT NOT NULL,
-    content    TEXT NOT NULL,
-    -- The full PDU as received (canonical JSON) when the entry was one; NULL for stripped
-    -- entries. Unverified hints unless the room version required checking them (v12).
-    pdu        TEXT,
+    type        TEXT NOT NULL,
+    state_key   TEXT NOT NULL,
+    sender      TEXT NOT NULL,
+    content     TEXT NOT NULL,
+    -- The full PDU (in pdus) when the entry was one; NULL for stripped entries. Unverified
+    -- hints unless the room version required checking them (v12).
+    pdu_sha256  TEXT REFERENCES pdus (sha256),
     PRIMARY KEY (event_id, position)
 ) STRICT;
 
@@ -120,14 +134,15 @@ SELECT
     i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
     i.origin_server_ts, i.received_ts,
     (SELECT json_group_array(json(
-                CASE WHEN s.type = 'm.room.create' AND s.state_key = '' AND s.pdu IS NOT NULL
+                CASE WHEN s.type = 'm.room.create' AND s.state_key = '' AND p.pdu IS NOT NULL
                           AND i.room_version = '12'
-                     THEN s.pdu
+                     THEN p.pdu
                      ELSE json_object('type', s.type, 'state_key', s.state_key,
                                       'sender', s.sender, 'content', json(s.content))
                 END))
        FROM (SELECT * FROM invite_room_state s2 WHERE s2.event_id = i.event_id
-             ORDER BY s2.position) AS s) AS invite_state,
+             ORDER BY s2.position) AS s
+       LEFT JOIN pdus AS p ON p.sha256 = s.pdu_sha256) AS invite_state,
     i.signed_event
 FROM invites AS i
 WHERE i.state = 'pending';

@@ -469,8 +469,10 @@ fn secs(n: i64) -> Duration {
     Duration::from_secs(n.unsigned_abs())
 }
 
+/// Four workers per core: a worker spends much of an invite waiting for the group commit,
+/// and more invites in flight means more of them share one fsync.
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
+    std::thread::available_parallelism().map_or(8, |n| (n.get() * 4).clamp(4, 64))
 }
 
 fn in_range(

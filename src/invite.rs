@@ -263,7 +263,6 @@ fn handle_authenticated(
         MatrixError::internal()
     })?;
     let signed_text = Value::Object(signed).to_canonical_string();
-    let response_body = response_body(api, &signed_text);
 
     // 10. Persist durably, then answer (with whatever won a concurrent race).
     let new = NewInvite {
@@ -278,7 +277,6 @@ fn handle_authenticated(
         api_version: api.number(),
         event_fingerprint: fingerprint.clone(),
         signed_event: signed_text,
-        response_body,
         state: state.to_owned(),
         room_state,
         warnings,
@@ -556,6 +554,12 @@ pub fn check_pdu_format(event: &Object, version: &RoomVersion) -> Result<(), Str
                 version.id
             ));
         }
+    }
+    if event
+        .get("unsigned")
+        .is_some_and(|u| u.as_object().is_none())
+    {
+        return Err("'unsigned' is not an object".to_owned());
     }
     if !version.top_level_redacts && event.contains_key("redacts") {
         return Err(format!(

@@ -108,7 +108,6 @@ pub struct NewInvite {
     pub api_version: i64,
     pub event_fingerprint: String,
     pub signed_event: String,
-    pub response_body: String,
     /// `pending`, or `ignored` when policy said so.
     pub state: String,
     pub room_state: Vec<RoomStateRow>,
@@ -900,8 +899,9 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT type, state_key, sender, content, pdu FROM invite_room_state
-                 WHERE event_id = ?1 ORDER BY position",
+                "SELECT s.type, s.state_key, s.sender, s.content, p.pdu
+                 FROM invite_room_state s LEFT JOIN pdus p ON p.sha256 = s.pdu_sha256
+                 WHERE s.event_id = ?1 ORDER BY s.position",
             )
             .context(|| format!("cannot read invite {event_id}"))?;
         let state = stmt
@@ -1011,8 +1011,8 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
         .prepare_cached(
             "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                  origin_server_ts, received_ts, api_version, event_fingerprint,
-                 signed_event, response_body, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 signed_event, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (event_id) DO NOTHING",
         )
         .and_then(|mut stmt| {
@@ -1028,7 +1028,6 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
                 invite.api_version,
                 invite.event_fingerprint,
                 invite.signed_event,
-                invite.response_body,
                 invite.state
             ])
         })
@@ -1039,11 +1038,21 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
     let mut state = conn
         .prepare_cached(
             "INSERT INTO invite_room_state
-                 (event_id, position, type, state_key, sender, content, pdu)
+                 (event_id, position, type, state_key, sender, content, pdu_sha256)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )
         .context(|| format!("cannot store the room state of {id}"))?;
+    let mut pdu = conn
+        .prepare_cached("INSERT INTO pdus (sha256, pdu) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
+        .context(|| format!("cannot store the room state of {id}"))?;
     for (i, row) in invite.room_state.iter().enumerate() {
+        let sha = row.pdu.as_deref().map(|text| {
+            invited_matrix::base64::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
+        });
+        if let (Some(sha), Some(text)) = (&sha, &row.pdu) {
+            pdu.execute(params![sha, text])
+                .context(|| format!("cannot store the room state of {id}"))?;
+        }
         state
             .execute(params![
                 id,
@@ -1052,7 +1061,7 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
                 row.state_key,
                 row.sender,
                 row.content,
-                row.pdu
+                sha
             ])
             .context(|| format!("cannot store the room state of {id}"))?;
     }

@@ -509,9 +509,18 @@ fn a_flood_naming_a_dead_server_causes_few_fetches() {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(all.len(), 1000);
+    // 401 once the fetch failed (then backed off); 503 "retry shortly" while the few workers
+    // allowed to wait on key fetches are all waiting.
     assert!(
-        all.iter().all(|s| *s == 401),
-        "every flood request is refused with 401"
+        all.iter().all(|s| *s == 401 || *s == 503),
+        "every flood request is refused (401, or 503 while fetches are busy): {:?}",
+        all.iter()
+            .filter(|s| **s != 401 && **s != 503)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        all.iter().filter(|s| **s == 401).count() >= 900,
+        "mostly refused outright"
     );
     let n = attempts.load(std::sync::atomic::Ordering::SeqCst);
     assert!(

@@ -77,6 +77,17 @@ pub fn authenticate(
         verified += 1;
     }
     if verified == 0 {
+        // Too many fetches at once is our limit, not the sender's fault: ask for a retry
+        // (senders give up on 4xx, but retry 5xx).
+        if last_problem == Some(KeyError::Busy) {
+            let mut e = MatrixError::new(
+                503,
+                "M_UNKNOWN",
+                "Busy fetching server keys; try again shortly",
+            );
+            e.retry_after_secs = Some(1);
+            return Err(e);
+        }
         let why = last_problem.map_or_else(|| "no usable key".to_owned(), |e| e.to_string());
         return Err(unauthorized(format!(
             "Failed to find any key to verify the request from {origin}: {why}"

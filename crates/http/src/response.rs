@@ -15,7 +15,9 @@ pub(crate) enum Persist {
 }
 
 /// Serialises the status line, headers and body into one buffer, written with one syscall.
-pub(crate) fn serialize(response: &Response, persist: Persist) -> Vec<u8> {
+/// A response to `HEAD` (`head`) carries the body's `Content-Length` but never the body:
+/// bytes after it would be read as the start of the next response (RFC 9110 §9.3.2).
+pub(crate) fn serialize(response: &Response, persist: Persist, head: bool) -> Vec<u8> {
     let status = if (200..=599).contains(&response.status) {
         response.status
     } else {
@@ -46,7 +48,9 @@ pub(crate) fn serialize(response: &Response, persist: Persist) -> Vec<u8> {
         Persist::KeepAlive11 => {}
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&response.body);
+    if !head {
+        out.extend_from_slice(&response.body);
+    }
     out
 }
 
@@ -109,12 +113,20 @@ mod tests {
             .with_header("X-Evil", "a\r\nSet-Cookie: x")
             .with_header("Bad Name", "v")
             .with_header("Retry-After", "3");
-        let text = String::from_utf8(serialize(&r, Persist::Close)).unwrap();
+        let text = String::from_utf8(serialize(&r, Persist::Close, false)).unwrap();
         assert_eq!(
             text,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nRetry-After: 3\r\n\
              Content-Length: 2\r\nConnection: close\r\n\r\n{}"
         );
+    }
+
+    #[test]
+    fn head_responses_have_no_body() {
+        let r = Response::json(405, b"{\"errcode\":\"M_UNRECOGNIZED\"}".to_vec());
+        let text = String::from_utf8(serialize(&r, Persist::KeepAlive11, true)).unwrap();
+        assert!(text.contains("Content-Length: 28\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
     }
 
     #[test]
@@ -124,7 +136,7 @@ mod tests {
             headers: vec![],
             body: vec![],
         };
-        let text = String::from_utf8(serialize(&r, Persist::KeepAlive10)).unwrap();
+        let text = String::from_utf8(serialize(&r, Persist::KeepAlive10, false)).unwrap();
         assert_eq!(
             text,
             "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
@@ -134,7 +146,7 @@ mod tests {
             headers: vec![],
             body: b"no".to_vec(),
         };
-        let text = String::from_utf8(serialize(&r, Persist::KeepAlive11)).unwrap();
+        let text = String::from_utf8(serialize(&r, Persist::KeepAlive11, false)).unwrap();
         assert_eq!(
             text,
             "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"

@@ -45,13 +45,14 @@ impl Worker {
 
     fn serve(&self, job: Job) {
         let Job { mut conn, work } = job;
-        let (response, persist) = match work {
+        let (response, persist, head) = match work {
             Work::Request {
                 request,
                 keep_alive,
                 minor,
             } => {
                 conn.served += 1;
+                let head = request.method == "HEAD";
                 let response = match catch_unwind(AssertUnwindSafe(|| {
                     self.handler.handle(&request)
                 })) {
@@ -69,13 +70,13 @@ impl Worker {
                     (true, 0) => Persist::KeepAlive10,
                     (true, _) => Persist::KeepAlive11,
                 };
-                (response, persist)
+                (response, persist, head)
             }
             // The framing can no longer be trusted, or the client is too slow: always close.
-            Work::Refuse(error) => (self.edge_response(&error), Persist::Close),
+            Work::Refuse(error) => (self.edge_response(&error), Persist::Close, false),
         };
         let deadline = after(Instant::now(), self.limits.write_timeout);
-        if let Err(e) = conn.send(&serialize(&response, persist), deadline) {
+        if let Err(e) = conn.send(&serialize(&response, persist, head), deadline) {
             log::debug!("{}: writing the response failed: {e}", conn.peer());
             return;
         }
