@@ -291,8 +291,7 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     println!(
-        "machine: {} cores, {cpu}; server workers: {workers}; load generator on the same cores",
-        workers
+        "machine: {cores} cores, {cpu}; server workers: {workers}; load generator on the same cores"
     );
     println!(
         "request size: {} bytes; {n} new invites per level\n",

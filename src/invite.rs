@@ -8,9 +8,9 @@
 use invited_http::{Request, Response};
 use invited_matrix::json::{self, Object, Value};
 use invited_matrix::{
-    EventFormat, KeyId, RoomId, RoomVersion, ServerName, SigningKey, UserId, VerifyKey, base64,
-    check_content_hash, check_strict, event_id, room_id_from_create_event, sign_event,
-    verify_event_signatures,
+    EventBytes, EventFormat, KeyId, RoomId, RoomVersion, ServerName, SigningKey, UserId, VerifyKey,
+    base64, check_content_hash, check_strict, event_id_with, room_id_from_create_event,
+    sign_event_with, verify_event_signatures, verify_event_signatures_with,
 };
 use sha2::{Digest, Sha256};
 
@@ -193,6 +193,7 @@ fn handle_authenticated(
     let CheckedRequest {
         version,
         event,
+        bytes,
         room_state: raw_room_state,
         invite: checked,
         event_id,
@@ -218,7 +219,7 @@ fn handle_authenticated(
 
     // 6. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
     let keys = event_keys(ctx.keyring, checked.origin_server_ts, version);
-    verify_event_signatures(&event, version, &keys)
+    verify_event_signatures_with(&event, version, &bytes, &keys)
         .map_err(|e| invalid(format!("The invite event's signature check failed: {e}")))?;
     check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
 
@@ -258,7 +259,7 @@ fn handle_authenticated(
 
     // 9. Co-sign: our signature over the redacted event; nothing else changes.
     let mut signed = event.clone();
-    sign_event(&mut signed, version, ctx.our_name, ctx.signing_key).map_err(|e| {
+    sign_event_with(&mut signed, &bytes, ctx.our_name, ctx.signing_key).map_err(|e| {
         log::error!("cannot co-sign {event_id}: {e}");
         MatrixError::internal()
     })?;
@@ -292,6 +293,8 @@ fn handle_authenticated(
 pub struct CheckedRequest {
     pub version: &'static RoomVersion,
     pub event: Object,
+    /// What the event's signatures cover (redacted canonical bytes).
+    pub bytes: EventBytes,
     /// `invite_room_state` as received (checked later, with keys).
     pub room_state: Vec<Value>,
     pub invite: CheckedInvite,
@@ -317,7 +320,9 @@ pub fn check_request(
 
     // 4. Event format for that version (strict canonical JSON from v6).
     if version.strict_canonical_json {
-        check_strict(&Value::Object(event.clone()))
+        event
+            .values()
+            .try_for_each(check_strict)
             .map_err(|e| MatrixError::bad_json(format!("The invite event is {e}")))?;
     }
     check_pdu_format(&event, version)
@@ -331,7 +336,11 @@ pub fn check_request(
             checked.room_id
         )));
     }
-    let event_id = event_id(&event, version).map_err(|e| invalid(e.to_string()))?;
+    // The redacted canonical bytes give the event ID (v3+), and later the signature checks
+    // and our co-signature: compute them once.
+    let bytes = EventBytes::of(&event, version);
+    let event_id =
+        event_id_with(&event, version, Some(&bytes)).map_err(|e| invalid(e.to_string()))?;
     if event_id.as_str() != path_event_id {
         return Err(invalid(format!(
             "The event's ID {event_id} does not match the path's {path_event_id}"
@@ -340,6 +349,7 @@ pub fn check_request(
     Ok(CheckedRequest {
         version,
         event,
+        bytes,
         room_state: parsed.room_state,
         invite: checked,
         event_id,
@@ -418,7 +428,7 @@ fn parse_body(body: &Value, api: Api) -> Result<Body, MatrixError> {
         Some(Value::Array(items)) => items.clone(),
         Some(_) => return Err(MatrixError::bad_json("'invite_room_state' is not an array")),
     };
-    let size = Value::Object(event.clone()).to_canonical_string().len();
+    let size = json::canonical_object_except(&event, &[]).len();
     if size > MAX_EVENT_BYTES {
         return Err(MatrixError::new(
             413,

@@ -55,8 +55,13 @@ pub fn authenticate(
             )));
         }
     }
-    let signed =
-        x_matrix::request_object(&request.method, &request.target, &origin, our_name, content);
+    let signed = x_matrix::request_signing_bytes(
+        &request.method,
+        &request.target,
+        &origin,
+        our_name,
+        content,
+    );
     let mut verified = 0;
     let mut last_problem: Option<KeyError> = None;
     for c in &creds {
@@ -68,7 +73,7 @@ pub fn authenticate(
                 continue;
             }
         };
-        x_matrix::verify_request(c, &signed, &key).map_err(|e| {
+        x_matrix::verify_request_bytes(c, &signed, &key).map_err(|e| {
             unauthorized(format!(
                 "Invalid signature for server {origin} with key {}: {e}",
                 c.key

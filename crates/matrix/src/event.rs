@@ -33,6 +33,30 @@ pub fn event_signing_bytes(event: &Object, version: &RoomVersion) -> Vec<u8> {
     canonical_object_except(&redacted, UNSIGNED_KEYS).into_bytes()
 }
 
+/// The bytes an event's signatures cover (see [`event_signing_bytes`]), computed once.
+///
+/// Signing, verifying and the reference hash (event ID) all start from the same redacted
+/// canonical bytes; the invite path needs all three, so it computes them once. Only valid for
+/// the event they were computed from: adding signatures does not change them, anything else
+/// does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBytes(Vec<u8>);
+
+impl EventBytes {
+    pub fn of(event: &Object, version: &RoomVersion) -> EventBytes {
+        EventBytes(event_signing_bytes(event, version))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The reference hash: SHA-256 of these bytes.
+    pub fn reference_hash(&self) -> [u8; 32] {
+        Sha256::digest(&self.0).into()
+    }
+}
+
 /// SHA-256 of the redacted event without `signatures` and `unsigned`: the basis of event IDs
 /// (v3+) and of room IDs (v12).
 pub fn reference_hash(event: &Object, version: &RoomVersion) -> [u8; 32] {
@@ -63,6 +87,22 @@ impl std::error::Error for EventIdError {}
 /// hash in standard (v3) or URL-safe (v4+) unpadded base64.
 pub fn event_id(event: &Object, version: &RoomVersion) -> Result<EventId, EventIdError> {
     match version.event_id_format {
+        EventIdFormat::Field => event_id_with(event, version, None),
+        _ => event_id_with(event, version, Some(&EventBytes::of(event, version))),
+    }
+}
+
+/// [`event_id`] with the signed bytes already computed (`None` is fine for v1–v2).
+pub fn event_id_with(
+    event: &Object,
+    version: &RoomVersion,
+    bytes: Option<&EventBytes>,
+) -> Result<EventId, EventIdError> {
+    let hash = || match bytes {
+        Some(b) => b.reference_hash(),
+        None => reference_hash(event, version),
+    };
+    match version.event_id_format {
         EventIdFormat::Field => {
             let text = event
                 .get("event_id")
@@ -72,11 +112,11 @@ pub fn event_id(event: &Object, version: &RoomVersion) -> Result<EventId, EventI
         }
         EventIdFormat::HashStandard => Ok(EventId::from_hash_unchecked(format!(
             "${}",
-            base64::encode(&reference_hash(event, version))
+            base64::encode(&hash())
         ))),
         EventIdFormat::HashUrlSafe => Ok(EventId::from_hash_unchecked(format!(
             "${}",
-            base64::encode_url_safe(&reference_hash(event, version))
+            base64::encode_url_safe(&hash())
         ))),
     }
 }
@@ -99,7 +139,17 @@ pub fn sign_event(
     server: &ServerName,
     key: &SigningKey,
 ) -> Result<(), SignatureError> {
-    let signature = base64::encode(&key.sign_bytes(&event_signing_bytes(event, version)));
+    sign_event_with(event, &EventBytes::of(event, version), server, key)
+}
+
+/// [`sign_event`] with the signed bytes already computed for this event.
+pub fn sign_event_with(
+    event: &mut Object,
+    bytes: &EventBytes,
+    server: &ServerName,
+    key: &SigningKey,
+) -> Result<(), SignatureError> {
+    let signature = base64::encode(&key.sign_bytes(bytes.as_bytes()));
     add_signature(event, server.as_str(), key.key_id(), signature)
 }
 
@@ -184,8 +234,18 @@ pub fn verify_event_signatures(
     version: &RoomVersion,
     keys: &dyn EventKeys,
 ) -> Result<(), EventCheckError> {
+    verify_event_signatures_with(event, version, &EventBytes::of(event, version), keys)
+}
+
+/// [`verify_event_signatures`] with the signed bytes already computed for this event.
+pub fn verify_event_signatures_with(
+    event: &Object,
+    version: &RoomVersion,
+    bytes: &EventBytes,
+    keys: &dyn EventKeys,
+) -> Result<(), EventCheckError> {
     let servers = required_signers(event, version)?;
-    let signed = event_signing_bytes(event, version);
+    let signed = bytes.as_bytes();
     for server in &servers {
         let key_ids = signature_key_ids(event, server).map_err(EventCheckError::Signature)?;
         let mut verified = 0;
@@ -193,7 +253,7 @@ pub fn verify_event_signatures(
             let Some(key) = keys.event_key(server, key_id) else {
                 continue;
             };
-            verify_with_bytes(event, &signed, server, key_id, &key)
+            verify_with_bytes(event, signed, server, key_id, &key)
                 .map_err(EventCheckError::Signature)?;
             verified += 1;
         }

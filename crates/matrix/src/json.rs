@@ -631,6 +631,16 @@ pub fn canonical_object_except(obj: &Object, skip: &[&str]) -> String {
     out
 }
 
+/// Appends the canonical JSON of a value (for callers assembling canonical text by hand).
+pub fn write_canonical(out: &mut String, v: &Value) {
+    write_value(out, v);
+}
+
+/// Appends a string as a canonical JSON string literal.
+pub fn write_canonical_str(out: &mut String, s: &str) {
+    write_string(out, s);
+}
+
 fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::Null => out.push_str("null"),

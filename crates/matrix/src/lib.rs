@@ -18,9 +18,10 @@ pub mod signing;
 pub mod x_matrix;
 
 pub use event::{
-    EventCheckError, EventIdError, EventKeys, add_content_hash, check_content_hash, content_hash,
-    event_id, event_signing_bytes, reference_hash, required_signers, room_id_from_create_event,
-    sign_event, verify_event_signatures,
+    EventBytes, EventCheckError, EventIdError, EventKeys, add_content_hash, check_content_hash,
+    content_hash, event_id, event_id_with, event_signing_bytes, reference_hash, required_signers,
+    room_id_from_create_event, sign_event, sign_event_with, verify_event_signatures,
+    verify_event_signatures_with,
 };
 pub use ids::{EventId, Host, IdError, KeyId, RoomId, ServerName, UserId};
 pub use json::{JsonError, JsonErrorKind, Number, Object, Value, check_strict};
