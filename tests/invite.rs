@@ -423,6 +423,32 @@ fn notary_path_when_the_origin_is_unreachable() {
     );
 }
 
+/// A server name that is a DNS name with an explicit port: invited resolves it (no
+/// well-known), connects with SNI and checks the certificate against the name.
+#[test]
+fn a_dns_server_name_with_a_port() {
+    let ca = TestCa::new();
+    let origin = TestOrigin::start_as(&ca, "localhost");
+    assert!(origin.name().starts_with("localhost:"));
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    let (path, body, event, _) = valid_invite(&origin, "12", &format!("@bob:{US}"));
+    let (status, answer) = put(&invited, &path, &body, None, &origin);
+    assert_eq!(status, 200, "{answer}");
+    check_cosigned(&invited, &event, &answer["event"], "12");
+
+    // A certificate from a CA we do not trust is refused.
+    let other_ca = TestCa::new();
+    let impostor = TestOrigin::start_as(&other_ca, "localhost");
+    let (path, body, _, _) = valid_invite(&impostor, "12", &format!("@bob:{US}"));
+    assert_error(
+        put(&invited, &path, &body, None, &impostor),
+        401,
+        "M_UNAUTHORIZED",
+        "certificate from an untrusted CA",
+    );
+}
+
 #[test]
 fn cached_keys_survive_a_restart() {
     let ca = TestCa::new();

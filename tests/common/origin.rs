@@ -101,8 +101,15 @@ pub struct TestOrigin {
 }
 
 impl TestOrigin {
-    /// Starts an origin on 127.0.0.1 with an ephemeral port, HTTPS with a cert from `ca`.
+    /// Starts an origin on 127.0.0.1 with an ephemeral port, HTTPS with a cert from `ca`,
+    /// named by its IP literal and port (no DNS needed).
     pub fn start(ca: &TestCa) -> TestOrigin {
+        TestOrigin::start_as(ca, "127.0.0.1")
+    }
+
+    /// Like [`TestOrigin::start`], named `<host>:<port>` (e.g. `localhost`: a DNS name with
+    /// an explicit port, which invited resolves and checks the certificate against).
+    pub fn start_as(ca: &TestCa, host: &str) -> TestOrigin {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
         std::fs::write(dir.path().join("c.pem"), cert).unwrap();
@@ -118,7 +125,7 @@ impl TestOrigin {
             },
         )
         .unwrap();
-        let name = format!("127.0.0.1:{}", server.local_addr().port());
+        let name = format!("{host}:{}", server.local_addr().port());
         let inner = Arc::new(OriginInner {
             name,
             key: new_key("k1"),
