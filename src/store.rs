@@ -498,34 +498,71 @@ impl Store {
                 })
                 .collect()
         };
-        let mut tx = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| "cannot start a transaction".to_owned())
-        {
-            Ok(tx) => tx,
-            Err(e) => return fail_all(e),
+        // Fast path: the whole batch in one transaction. Any error rolls it back and the batch
+        // is redone invite by invite, each in its own savepoint, so one bad invite cannot
+        // take the others down with it.
+        let fast = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .context(|| "cannot start a transaction".to_owned())?;
+            let mut inserted = Vec::with_capacity(invites.len());
+            for invite in invites {
+                inserted.push(insert_invite_rows(&tx, invite)?);
+            }
+            tx.commit().context(|| "cannot commit invites".to_owned())?;
+            Ok::<_, StoreError>(inserted)
+        })();
+        let results: Vec<Result<bool, StoreError>> = match fast {
+            Ok(inserted) => inserted.into_iter().map(Ok).collect(),
+            Err(e) => {
+                log::warn!(
+                    "batch of {} invites failed ({e}); storing one by one",
+                    invites.len()
+                );
+                let mut tx = match self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .context(|| "cannot start a transaction".to_owned())
+                {
+                    Ok(tx) => tx,
+                    Err(e) => return fail_all(e),
+                };
+                let mut results = Vec::with_capacity(invites.len());
+                for invite in invites {
+                    let outcome = tx
+                        .savepoint()
+                        .context(|| "cannot start a savepoint".to_owned())
+                        .and_then(|sp| {
+                            let inserted = insert_invite_rows(&sp, invite)?;
+                            sp.commit()
+                                .context(|| "cannot release a savepoint".to_owned())?;
+                            Ok(inserted)
+                        });
+                    results.push(outcome);
+                }
+                if let Err(e) = tx.commit().context(|| "cannot commit invites".to_owned()) {
+                    return fail_all(e);
+                }
+                results
+            }
         };
-        let mut results: Vec<Result<(), StoreError>> = Vec::with_capacity(invites.len());
-        for invite in invites {
-            let outcome = tx
-                .savepoint()
-                .context(|| "cannot start a savepoint".to_owned())
-                .and_then(|sp| {
-                    insert_invite_rows(&sp, invite)?;
-                    sp.commit()
-                        .context(|| "cannot release a savepoint".to_owned())
-                });
-            results.push(outcome);
-        }
-        if let Err(e) = tx.commit().context(|| "cannot commit invites".to_owned()) {
-            return fail_all(e);
-        }
         invites
             .iter()
             .zip(results)
             .map(|(invite, r)| {
-                r?;
+                if r? {
+                    // Just written: what we wrote is what is stored.
+                    return Ok(StoredInvite {
+                        event_id: invite.event_id.clone(),
+                        origin: invite.origin.clone(),
+                        event_fingerprint: invite.event_fingerprint.clone(),
+                        api_version: invite.api_version,
+                        response_body: response_body(invite.api_version, &invite.signed_event),
+                        signed_event: invite.signed_event.clone(),
+                    });
+                }
+                // Another request stored this event ID first: answer with that one.
                 self.find_invite(&invite.event_id)?
                     .ok_or_else(|| StoreError {
                         context: format!("invite {} vanished after being stored", invite.event_id),
@@ -1003,9 +1040,18 @@ impl Store {
     }
 }
 
+/// The response body the `response_body` generated column computes (see schema.sql).
+fn response_body(api_version: i64, signed_event: &str) -> String {
+    if api_version == 1 {
+        format!("[200,{{\"event\":{signed_event}}}]")
+    } else {
+        format!("{{\"event\":{signed_event}}}")
+    }
+}
+
 /// Inserts one invite's rows (invite, room state, warnings) inside the caller's transaction;
-/// nothing if the event ID is already stored.
-fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), StoreError> {
+/// nothing if the event ID is already stored. Returns whether it inserted.
+fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, StoreError> {
     let id = invite.event_id.as_str();
     let inserted = conn
         .prepare_cached(
@@ -1033,7 +1079,7 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
         })
         .context(|| format!("cannot store invite {id}"))?;
     if inserted == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let mut state = conn
         .prepare_cached(
@@ -1072,7 +1118,7 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<(), Store
         warn.execute(params![id, w])
             .context(|| format!("cannot store the warnings of {id}"))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// A small pool of connections, so each worker thread can have its own without opening one
@@ -1160,6 +1206,43 @@ mod tests {
         drop(store);
         let err = Store::open(&dir.path().join("t.db")).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    /// What the writer returns for a fresh insert (built in Rust) must equal what a retry
+    /// reads back (the generated `response_body` column), byte for byte.
+    #[test]
+    fn fresh_insert_answer_matches_the_stored_row() {
+        let (_dir, mut store) = temp_store();
+        for api in [1i64, 2] {
+            let invite = NewInvite {
+                event_id: format!("$e{api}"),
+                room_id: "!r:a".into(),
+                room_version: "1".into(),
+                invitee: "@b:us".into(),
+                sender: "@a:a".into(),
+                origin: "a".into(),
+                origin_server_ts: 1,
+                received_ts: 2,
+                api_version: api,
+                event_fingerprint: "fp".into(),
+                signed_event: r#"{"a":"\u00e9\"x"}"#.into(),
+                state: "pending".into(),
+                room_state: vec![RoomStateRow {
+                    event_type: "m.room.create".into(),
+                    state_key: String::new(),
+                    sender: "@a:a".into(),
+                    content: "{}".into(),
+                    pdu: Some("{\"type\":\"m.room.create\"}".into()),
+                }],
+                warnings: vec!["w".into()],
+            };
+            let fresh = store.insert_invite(&invite).unwrap();
+            let stored = store.find_invite(&invite.event_id).unwrap().unwrap();
+            assert_eq!(fresh, stored);
+            // A second insert of the same event ID changes nothing and returns the stored one.
+            let again = store.insert_invite(&invite).unwrap();
+            assert_eq!(again, stored);
+        }
     }
 
     #[test]
