@@ -572,7 +572,8 @@ impl Store {
             .collect()
     }
 
-    /// Records several refusals in one transaction (see [`Store::record_refusal`]).
+    /// Records refusals in one transaction. Now and then (when a row ID is a multiple of 256)
+    /// it also prunes rows older than `max_age_ms` and beyond the newest `max_rows`.
     pub fn record_refusals(
         &mut self,
         rows: &[RefusalRow],
@@ -792,44 +793,6 @@ impl Store {
             .execute(sql, params![user_id, json])
             .map(|_| ())
             .context(|| format!("cannot set {column} of {user_id}"))
-    }
-
-    /// Records a refusal; every 256th call also prunes rows older than `max_age_ms` and
-    /// beyond the newest `max_rows`.
-    pub fn record_refusal(
-        &mut self,
-        row: &RefusalRow,
-        max_age_ms: i64,
-        max_rows: i64,
-    ) -> Result<(), StoreError> {
-        let id: i64 = self
-            .conn
-            .prepare_cached(
-                "INSERT INTO refusals (ts, origin, sender, invitee, room_id, event_id, rule,
-                     errcode, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        row.ts,
-                        row.origin,
-                        row.sender,
-                        row.invitee,
-                        row.room_id,
-                        row.event_id,
-                        row.rule,
-                        row.errcode,
-                        row.status
-                    ],
-                    |r| r.get(0),
-                )
-            })
-            .context(|| "cannot record a refusal".to_owned())?;
-        if id % 256 == 0 {
-            self.prune_refusals(row.ts - max_age_ms, max_rows)?;
-        }
-        Ok(())
     }
 
     /// Deletes refusals older than `before_ts` and all but the newest `max_rows`.

@@ -6,44 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::invites::{US, invite_path, start_invited};
 use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
 use common::*;
 use serde_json::{Value as J, json};
-
-pub const US: &str = "invited.test";
-
-/// Starts invited trusting `ca` for outbound HTTPS and allowing loopback key fetches.
-fn start_invited(dir: &std::path::Path, ca: &TestCa, extra: &str) -> Invited {
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-    let config = write_config(
-        dir,
-        US,
-        &format!(
-            "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}"
-        ),
-    );
-    Invited::start(&config)
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn invite_path(api: u8, room_id: &str, event_id: &str) -> String {
-    format!(
-        "/_matrix/federation/v{api}/invite/{}/{}",
-        enc(room_id),
-        enc(event_id)
-    )
-}
 
 /// PUTs `body` to `path`, signed by `origin` (unless `auth` overrides the header).
 fn put(

@@ -13,49 +13,15 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::invites::{US, invite_path, start_invited};
 use common::origin::{TestOrigin, rules, to_canonical};
 use common::*;
 use ruma_signatures::KeyPair as _;
 use serde_json::{Value as J, json};
 use sha2::{Digest, Sha256};
 
-const US: &str = "invited.test";
-
 // ---------------------------------------------------------------------------------------------
 // Helpers (partly copied from tests/invite.rs)
-
-/// Starts invited trusting `ca` for outbound HTTPS and allowing loopback key fetches.
-fn start_invited(dir: &std::path::Path, ca: &TestCa, extra: &str) -> Invited {
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-    let config = write_config(
-        dir,
-        US,
-        &format!(
-            "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}"
-        ),
-    );
-    Invited::start(&config)
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn invite_path(api: u8, room_id: &str, event_id: &str) -> String {
-    format!(
-        "/_matrix/federation/v{api}/invite/{}/{}",
-        enc(room_id),
-        enc(event_id)
-    )
-}
 
 /// Canonical JSON of a serde_json value (sorted keys, no whitespace). Independent of both
 /// ruma and invited; unlike ruma it can represent floats and integers beyond ±(2^53-1).

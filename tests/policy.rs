@@ -13,11 +13,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::invites::{US, enc};
 use common::origin::{TestOrigin, new_key, now_ms, unique};
 use common::*;
 use serde_json::{Value as J, json};
 
-const US: &str = "invited.test";
 const BOB: &str = "@bob:invited.test";
 
 // ---------------------------------------------------------------------------------------------
@@ -37,18 +37,6 @@ fn start_invited_with_workers(dir: &Path, ca: &TestCa, workers: usize, extra: &s
     );
     std::fs::write(&path, text).unwrap();
     Invited::start(&path)
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// A signed v2 invite request, ready to send.

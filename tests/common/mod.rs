@@ -302,4 +302,5 @@ pub fn python(script: &str, input: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+pub mod invites;
 pub mod origin;

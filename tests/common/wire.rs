@@ -5,6 +5,7 @@
 //! Included with `#[path = "common/wire.rs"] mod wire;` next to `mod common;`.
 #![allow(dead_code)]
 
+pub use crate::common::invites::enc;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -30,19 +31,6 @@ pub fn start_invited(dir: &std::path::Path, ca: &TestCa, extra: &str) -> Invited
         ),
     );
     Invited::start(&config)
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub fn invite_path(api: u8, room_id: &str, event_id: &str) -> String {
