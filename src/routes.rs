@@ -10,6 +10,7 @@ use invited_matrix::{ServerName, SigningKey, Value};
 
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
+use crate::federation::auth::authenticate;
 use crate::federation::keyring::Keyring;
 use crate::invite::{self, Api, InviteContext};
 use crate::keys;
@@ -46,6 +47,8 @@ enum Route<'a> {
     Version,
     /// The invite endpoints, with the raw (still percent-encoded) room and event segments.
     Invite(Api, &'a str, &'a str),
+    /// Profile queries: Synapse asks for the invitee's display name before every invite.
+    QueryProfile,
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -74,6 +77,7 @@ fn route(path: &str) -> Option<Route<'_>> {
             Some(Route::ServerKeys)
         }
         "/_matrix/federation/v1/version" => Some(Route::Version),
+        "/_matrix/federation/v1/query/profile" => Some(Route::QueryProfile),
         _ => None,
     }
 }
@@ -88,6 +92,7 @@ impl App {
         match (route, request.method.as_str()) {
             (Route::ServerKeys, "GET") => self.server_keys(),
             (Route::Version, "GET") => Ok(json_response(200, &version_body())),
+            (Route::QueryProfile, "GET") => self.query_profile(request, origin),
             (Route::Invite(api, room, event), "PUT") => {
                 let ctx = InviteContext {
                     our_name: &self.server_name,
@@ -104,6 +109,35 @@ impl App {
             }
             (_, method) => Err(MatrixError::method_not_allowed(method)),
         }
+    }
+
+    /// `GET /_matrix/federation/v1/query/profile?user_id=…`: we keep no profiles, so an
+    /// authenticated query about one of our users is answered 404 `M_NOT_FOUND` (the spec's
+    /// answer for a profile that does not exist), and the sender invites without a name.
+    fn query_profile(
+        &self,
+        request: &Request,
+        origin: &mut Option<ServerName>,
+    ) -> Result<Response, MatrixError> {
+        let who = authenticate(request, None, &self.server_name, &self.keyring, now_ms())?;
+        *origin = Some(who);
+        let user_id = request
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("user_id="))
+            .and_then(invite::percent_decode)
+            .ok_or_else(|| MatrixError::new(400, "M_MISSING_PARAM", "Missing user_id"))?;
+        let user = invited_matrix::UserId::parse(&user_id)
+            .map_err(|e| MatrixError::new(400, "M_INVALID_PARAM", e.to_string()))?;
+        if user.server_str() != self.server_name.as_str() {
+            return Err(MatrixError::new(
+                400,
+                "M_INVALID_PARAM",
+                format!("{user} is not a user of this server"),
+            ));
+        }
+        Err(MatrixError::new(404, "M_NOT_FOUND", "Profile not found"))
     }
 
     fn server_keys(&self) -> Result<Response, MatrixError> {

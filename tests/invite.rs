@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::invites::{US, invite_path, start_invited};
+use common::invites::{US, enc, invite_path, start_invited};
 use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
 use common::*;
 use serde_json::{Value as J, json};
@@ -286,6 +286,44 @@ fn request_authentication_failures() {
     assert_eq!(two(&unknown_key, &good), 200);
     assert_eq!(two("Bearer whatever", &good), 200);
     assert!(stored_invite(&invited, &event_id).is_some());
+}
+
+/// Synapse asks for the invitee's profile before inviting: an authenticated query gets the
+/// spec's 404 M_NOT_FOUND (we keep no profiles); an unauthenticated one 401.
+#[test]
+fn profile_queries_before_an_invite() {
+    let ca = TestCa::new();
+    let origin = TestOrigin::start(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    let invited = start_invited(dir.path(), &ca, "");
+    let get = |path: &str, auth: Option<String>| {
+        let mut req = agent(None).get(&invited.url(path));
+        if let Some(a) = auth {
+            req = req.header("Authorization", &a);
+        }
+        let mut resp = req.call().unwrap();
+        let status = resp.status().as_u16();
+        let body: J = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body)
+    };
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}&field=displayname",
+        enc(&format!("@bob:{US}"))
+    );
+    let signed = origin.sign_request("GET", &path, US, None);
+    assert_error(get(&path, Some(signed)), 404, "M_NOT_FOUND", "our user");
+    assert_error(get(&path, None), 401, "M_UNAUTHORIZED", "unauthenticated");
+    let other = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        enc("@x:elsewhere.test")
+    );
+    let signed = origin.sign_request("GET", &other, US, None);
+    assert_error(
+        get(&other, Some(signed)),
+        400,
+        "M_INVALID_PARAM",
+        "not our user",
+    );
 }
 
 #[test]
