@@ -425,6 +425,14 @@ fn notary_path_when_the_origin_is_unreachable() {
         notary.hits() >= 2,
         "the notary was asked (and its own key fetched)"
     );
+    // The query names the key and asks for it to be valid at least until now (spec: MUST set
+    // minimum_valid_until_ts).
+    let query = notary.last_query().expect("a key query");
+    let wanted = &query["server_keys"][origin.name()][origin.key_id().as_str()];
+    let minimum = wanted["minimum_valid_until_ts"]
+        .as_i64()
+        .expect("minimum_valid_until_ts");
+    assert!((now_ms() - 60_000..=now_ms()).contains(&minimum), "{query}");
 }
 
 /// A server name that is a DNS name with an explicit port: invited resolves it (no

@@ -256,7 +256,7 @@ impl Keyring {
             }
         }
 
-        match self.fetch(server, allow_notary) {
+        match self.fetch(server, key_id, purpose, allow_notary) {
             Ok(rows) => {
                 if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
                     log::error!("cannot save keys of {name}: {e}");
@@ -349,6 +349,8 @@ impl Keyring {
     fn fetch(
         &self,
         server: &ServerName,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
         allow_notary: bool,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         let direct = self.fetch_direct(server);
@@ -364,7 +366,7 @@ impl Keyring {
             if notary == server {
                 continue;
             }
-            match self.fetch_via_notary(server, notary) {
+            match self.fetch_via_notary(server, key_id, purpose, notary) {
                 Ok(rows) if !rows.is_empty() => return Ok(rows),
                 Ok(_) => errors.push(format!("{notary}: no keys")),
                 Err(e) => errors.push(format!("{notary}: {e}")),
@@ -384,15 +386,30 @@ impl Keyring {
         parse_key_response(&body, server, now, server.as_str())
     }
 
+    /// `POST /_matrix/key/v2/query` to a notary, asking for the key valid until at least when
+    /// we need it (the spec's `minimum_valid_until_ts`: now for requests, the event's
+    /// `origin_server_ts` for events).
     fn fetch_via_notary(
         &self,
         server: &ServerName,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
         notary: &ServerName,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let target = self.discovery.resolve(&self.client, notary)?;
+        let minimum = match purpose {
+            KeyPurpose::Request { now_ms } => now_ms,
+            KeyPurpose::Event {
+                origin_server_ts, ..
+            } => origin_server_ts,
+        };
+        let mut wanted = Object::new();
+        wanted.insert("minimum_valid_until_ts".into(), Value::int(minimum));
+        let mut keys = Object::new();
+        keys.insert(key_id.to_string(), Value::Object(wanted));
         let mut criteria = Object::new();
-        criteria.insert(server.to_string(), Value::Object(Object::new()));
+        criteria.insert(server.to_string(), Value::Object(keys));
         let mut query = Object::new();
         query.insert("server_keys".into(), Value::Object(criteria));
         let body =

@@ -92,6 +92,8 @@ struct OriginInner {
     notarised: Mutex<BTreeMap<String, J>>,
     /// As a notary: sign with a wrong key.
     notary_bad_signature: Mutex<bool>,
+    /// As a notary: the last query body received.
+    last_query: Mutex<Option<J>>,
 }
 
 pub struct TestOrigin {
@@ -133,6 +135,7 @@ impl TestOrigin {
             hits: AtomicUsize::new(0),
             notarised: Mutex::new(BTreeMap::new()),
             notary_bad_signature: Mutex::new(false),
+            last_query: Mutex::new(None),
         });
         let shutdown = server.shutdown_handle();
         let handler: Arc<dyn Handler> = Arc::new(OriginHandler(inner.clone()));
@@ -179,6 +182,11 @@ impl TestOrigin {
             .lock()
             .unwrap()
             .insert(other.name().to_owned(), other.key_response());
+    }
+
+    /// As a notary: the last `/_matrix/key/v2/query` body received.
+    pub fn last_query(&self) -> Option<J> {
+        self.inner.last_query.lock().unwrap().clone()
     }
 
     pub fn set_notary_bad_signature(&self, bad: bool) {
@@ -386,6 +394,7 @@ impl Handler for OriginHandler {
             ("POST", "/_matrix/key/v2/query") => {
                 inner.hits.fetch_add(1, Ordering::SeqCst);
                 let query: J = serde_json::from_slice(&request.body).unwrap_or(J::Null);
+                *inner.last_query.lock().unwrap() = Some(query.clone());
                 let mut out = Vec::new();
                 let bad = *inner.notary_bad_signature.lock().unwrap();
                 for (server, response) in inner.notarised.lock().unwrap().iter() {
