@@ -47,6 +47,9 @@ pub struct FederationClient {
     allowlist: Arc<Vec<IpRange>>,
     connect_timeout: Duration,
     total_timeout: Duration,
+    /// Where `.well-known/matrix/server` is fetched: 443 (HTTPS) except in this crate's own
+    /// tests, which cannot bind a privileged port.
+    pub(crate) well_known_port: u16,
 }
 
 impl fmt::Debug for FederationClient {
@@ -101,6 +104,7 @@ impl FederationClient {
             allowlist: Arc::new(config.ip_range_allowlist.clone()),
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(10),
+            well_known_port: 443,
         })
     }
 
@@ -156,11 +160,16 @@ impl FederationClient {
     /// `GET https://<hostname>/.well-known/matrix/server`, following up to 5 redirects.
     /// Returns the JSON and the `Cache-Control: max-age` if any.
     pub fn get_well_known(&self, hostname: &str) -> Result<(Value, Option<Duration>), FetchError> {
+        let port = self.well_known_port;
         let target = Target {
-            authority: format!("{hostname}:443"),
+            authority: format!("{hostname}:{port}"),
             addrs: Vec::new(),
         };
-        let url = format!("https://{hostname}/.well-known/matrix/server");
+        let url = if port == 443 {
+            format!("https://{hostname}/.well-known/matrix/server")
+        } else {
+            format!("https://{hostname}:{port}/.well-known/matrix/server")
+        };
         let response = self
             .agent(&target, 5)
             .get(&url)

@@ -196,6 +196,126 @@ mod tests {
         assert_eq!(p(r#"{}"#), None);
     }
 
+    /// The well-known step end to end: a real HTTPS server (test CA) answers
+    /// `/.well-known/matrix/server` for `localhost`; the delegated `m.server` decides the
+    /// target; the answer is cached; a failure is cached too and falls through to port 8448.
+    #[test]
+    fn well_known_delegation_over_https() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use invited_http::{EdgeError, Handler, Request, Response, Server, ServerOptions};
+
+        struct WellKnown {
+            hits: Arc<AtomicUsize>,
+            body: &'static str,
+        }
+        impl Handler for WellKnown {
+            fn handle(&self, r: &Request) -> Response {
+                self.hits.fetch_add(1, Ordering::SeqCst);
+                if r.path() == "/.well-known/matrix/server" {
+                    Response::json(200, self.body.as_bytes().to_vec())
+                        .with_header("Cache-Control", "max-age=3600")
+                } else {
+                    Response::json(404, b"{}".to_vec())
+                }
+            }
+            fn edge_error(&self, e: &EdgeError) -> Response {
+                Response::json(e.status(), b"{}".to_vec())
+            }
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca =
+            rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.path().join("c.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), leaf_key.serialize_pem()).unwrap();
+        let tls = invited_http::load_tls_config(dir.path().join("c.pem"), dir.path().join("k.pem"))
+            .unwrap();
+
+        let start = |body: &'static str| {
+            let hits = Arc::new(AtomicUsize::new(0));
+            let server = Server::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                ServerOptions {
+                    workers: 1,
+                    tls: Some(tls.clone()),
+                    ..ServerOptions::default()
+                },
+            )
+            .unwrap();
+            let port = server.local_addr().port();
+            let handler: Arc<dyn Handler> = Arc::new(WellKnown {
+                hits: hits.clone(),
+                body,
+            });
+            let stop = server.shutdown_handle();
+            std::thread::spawn(move || server.run(handler));
+            (port, hits, stop)
+        };
+        let config = crate::config::FederationConfig {
+            ca_file: Some(dir.path().join("ca.pem")),
+            verify_certificates: true,
+            trusted_key_servers: Vec::new(),
+            ip_range_blocklist: Vec::new(),
+            ip_range_allowlist: Vec::new(),
+        };
+        let name = ServerName::parse("localhost").unwrap();
+
+        // Delegation to an IP literal with a port.
+        let (port, hits, stop) = start(r#"{"m.server": "127.0.0.1:9911"}"#);
+        let mut client = FederationClient::new(&config).unwrap();
+        client.well_known_port = port;
+        let discovery = Discovery::default();
+        let target = discovery.resolve(&client, &name).unwrap();
+        assert_eq!(target.authority, "127.0.0.1:9911");
+        assert_eq!(target.addrs, vec!["127.0.0.1:9911".parse().unwrap()]);
+        // Cached: no second fetch.
+        assert_eq!(discovery.resolve(&client, &name).unwrap(), target);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        stop.shutdown();
+
+        // Delegation to a host name with a port: TLS name and Host are the delegated name.
+        let (port, _hits, stop) = start(r#"{"m.server": "localhost:9912"}"#);
+        client.well_known_port = port;
+        let target = Discovery::default().resolve(&client, &name).unwrap();
+        assert_eq!(target.authority, "localhost:9912");
+        stop.shutdown();
+
+        // An invalid answer falls through to SRV (none here) and then port 8448.
+        let (port, _hits, stop) = start(r#"{"m.server": "not a server name"}"#);
+        client.well_known_port = port;
+        let target = Discovery::default().resolve(&client, &name).unwrap();
+        assert_eq!(target.authority, "localhost:8448");
+        stop.shutdown();
+
+        // A certificate the client does not trust: no delegation, port 8448.
+        let untrusting = crate::config::FederationConfig {
+            ca_file: None,
+            ..config.clone()
+        };
+        let (port, hits, stop) = start(r#"{"m.server": "127.0.0.1:9913"}"#);
+        let mut strict = FederationClient::new(&untrusting).unwrap();
+        strict.well_known_port = port;
+        let target = Discovery::default().resolve(&strict, &name).unwrap();
+        assert_eq!(target.authority, "localhost:8448");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the TLS handshake failed first"
+        );
+        stop.shutdown();
+    }
+
     #[test]
     fn delegation_to_ip_and_port() {
         let t = resolve_delegated("127.0.0.1:9000").unwrap();
