@@ -219,11 +219,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // The server's default: four workers per core (they mostly wait for the group commit).
+    // The server's default: eight workers per core (they mostly wait for the group commit).
     let workers: usize = std::env::var("WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(cores * 4);
+        .unwrap_or(cores * 8);
     let config = write_config(
         dir.path(),
         US,

@@ -986,6 +986,22 @@ impl Store {
         Ok(chosen)
     }
 
+    /// Stops this connection from checkpointing the WAL after its commits (the writer: a
+    /// checkpoint there would stall every waiting invite; a separate thread does it).
+    pub fn disable_auto_checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .context(|| "cannot configure checkpoints".to_owned())
+    }
+
+    /// Copies committed WAL frames into the database file without blocking writers
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the frames checkpointed.
+    pub fn checkpoint_passive(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
+            .context(|| "cannot checkpoint the WAL".to_owned())
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         let result: String = self

@@ -7,9 +7,11 @@
 //! Refusals ride along without a waiter (losing the last few in a crash is acceptable).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::Error;
 use crate::store::{NewInvite, RefusalRow, Store, StoreError, StoredInvite};
@@ -27,10 +29,15 @@ enum Job {
     Refusal(RefusalRow),
 }
 
-/// Handle to the writer thread.
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Handle to the writer thread (and its checkpointer).
 pub struct Writer {
     sender: Mutex<Option<SyncSender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -38,14 +45,25 @@ impl Writer {
     /// refusal log: (max age in ms, max rows).
     pub fn start(db: &Path, refusal_limits: (i64, i64)) -> Result<Writer, Error> {
         let store = Store::open(db)?;
+        // Checkpoints happen on their own thread (below), never in the commit path.
+        store.disable_auto_checkpoint()?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || run(store, receiver, refusal_limits))
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let checkpoints = Store::open(db)?;
+        let stop = stopping.clone();
+        let checkpointer = std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || checkpoint_loop(checkpoints, &stop))
+            .map_err(|e| Error::new(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
+            stopping,
         })
     }
 
@@ -79,7 +97,7 @@ impl Writer {
         }
     }
 
-    /// Writes what is queued, then stops the thread.
+    /// Writes what is queued, then stops the threads.
     pub fn stop(&self) {
         if let Ok(mut s) = self.sender.lock() {
             s.take();
@@ -88,12 +106,37 @@ impl Writer {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        self.stopping.store(true, Ordering::SeqCst);
+        let checkpointer = self.checkpointer.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = checkpointer {
+            let _ = t.join();
+        }
     }
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`], without blocking the
+/// writer (a passive checkpoint), until `stop` is set.
+fn checkpoint_loop(store: Store, stop: &AtomicBool) {
+    let step = Duration::from_millis(50);
+    let mut waited = Duration::ZERO;
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(step);
+        waited += step;
+        if waited >= CHECKPOINT_EVERY {
+            waited = Duration::ZERO;
+            if let Err(e) = store.checkpoint_passive() {
+                log::warn!("{e}");
+            }
+        }
+    }
+    if let Err(e) = store.close() {
+        log::error!("checkpointer: {e}");
     }
 }
 
