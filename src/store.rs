@@ -284,6 +284,20 @@ impl Store {
             .context(|| "cannot commit the schema migration".to_owned())
     }
 
+    /// Runs a query and maps every row: the one shape all list reads share.
+    fn query_all<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        what: &str,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let fail = || format!("cannot read {what}");
+        let mut stmt = self.conn.prepare_cached(sql).context(fail)?;
+        let rows = stmt.query_map(params, map).context(fail)?;
+        rows.collect::<Result<Vec<_>, _>>().context(fail)
+    }
+
     /// The schema version (`PRAGMA user_version`).
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         self.conn
@@ -293,25 +307,20 @@ impl Store {
 
     /// All our keys, current first, then retired ones newest first.
     pub fn our_keys(&self) -> Result<Vec<OurKey>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT key_id, public_key, created_ts, expired_ts FROM our_keys
-                 ORDER BY expired_ts IS NOT NULL, expired_ts DESC, created_ts DESC",
-            )
-            .context(|| "cannot read our keys".to_owned())?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.query_all(
+            "SELECT key_id, public_key, created_ts, expired_ts FROM our_keys
+             ORDER BY expired_ts IS NOT NULL, expired_ts DESC, created_ts DESC",
+            [],
+            "our keys",
+            |r| {
                 Ok(OurKey {
                     key_id: r.get(0)?,
                     public_key: r.get(1)?,
                     created_ts: r.get(2)?,
                     expired_ts: r.get(3)?,
                 })
-            })
-            .context(|| "cannot read our keys".to_owned())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| "cannot read our keys".to_owned())
+            },
+        )
     }
 
     /// Records `key_id` as our current key and retires whichever key was current before
@@ -381,16 +390,13 @@ impl Store {
 
     /// Every key we know for `server`.
     pub fn remote_keys(&self, server: &str) -> Result<Vec<RemoteKeyRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts,
-                        fetched_from
-                 FROM remote_keys WHERE server_name = ?1",
-            )
-            .context(|| format!("cannot read keys of {server}"))?;
-        let rows = stmt
-            .query_map(params![server], |r| {
+        self.query_all(
+            "SELECT server_name, key_id, public_key, valid_until_ts, expired_ts, fetched_ts,
+                    fetched_from
+             FROM remote_keys WHERE server_name = ?1",
+            params![server],
+            "remote keys",
+            |r| {
                 Ok(RemoteKeyRow {
                     server_name: r.get(0)?,
                     key_id: r.get(1)?,
@@ -400,10 +406,8 @@ impl Store {
                     fetched_ts: r.get(5)?,
                     fetched_from: r.get(6)?,
                 })
-            })
-            .context(|| format!("cannot read keys of {server}"))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| format!("cannot read keys of {server}"))
+            },
+        )
     }
 
     /// Records keys from one fetched response, replacing what we had for those key IDs.
@@ -628,24 +632,19 @@ impl Store {
     }
 
     pub fn policy_rules(&self) -> Result<Vec<PolicyRule>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT kind, pattern, action, source FROM policy_rules ORDER BY kind, action, pattern",
-            )
-            .context(|| "cannot read policy rules".to_owned())?;
-        let rows = stmt
-            .query_map([], |r| {
+        self.query_all(
+            "SELECT kind, pattern, action, source FROM policy_rules ORDER BY kind, action, pattern",
+            [],
+            "policy rules",
+            |r| {
                 Ok(PolicyRule {
                     kind: r.get(0)?,
                     pattern: r.get(1)?,
                     action: r.get(2)?,
                     source: r.get(3)?,
                 })
-            })
-            .context(|| "cannot read policy rules".to_owned())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| "cannot read policy rules".to_owned())
+            },
+        )
     }
 
     /// Adds a rule (no-op if it exists).
@@ -697,17 +696,12 @@ impl Store {
 
     /// Switches set in the database (absent ones fall back to the config file).
     pub fn policy_settings(&self) -> Result<Vec<(String, bool)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT name, value FROM policy_settings")
-            .context(|| "cannot read policy settings".to_owned())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "true"))
-            })
-            .context(|| "cannot read policy settings".to_owned())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| "cannot read policy settings".to_owned())
+        self.query_all(
+            "SELECT name, value FROM policy_settings",
+            [],
+            "policy settings",
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "true")),
+        )
     }
 
     /// Sets a switch, or with `None` removes it (back to the config file's value).
@@ -814,15 +808,12 @@ impl Store {
 
     /// Refusals since `since_ts`, newest first.
     pub fn refusals_since(&self, since_ts: i64, limit: i64) -> Result<Vec<RefusalRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status
-                 FROM refusals WHERE ts >= ?1 ORDER BY id DESC LIMIT ?2",
-            )
-            .context(|| "cannot read refusals".to_owned())?;
-        let rows = stmt
-            .query_map(params![since_ts, limit], |r| {
+        self.query_all(
+            "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status
+             FROM refusals WHERE ts >= ?1 ORDER BY id DESC LIMIT ?2",
+            params![since_ts, limit],
+            "refusals",
+            |r| {
                 Ok(RefusalRow {
                     ts: r.get(0)?,
                     origin: r.get(1)?,
@@ -834,10 +825,8 @@ impl Store {
                     errcode: r.get(7)?,
                     status: r.get(8)?,
                 })
-            })
-            .context(|| "cannot read refusals".to_owned())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| "cannot read refusals".to_owned())
+            },
+        )
     }
 
     /// Invites, newest first, optionally for one invitee and/or in one state.
@@ -846,21 +835,28 @@ impl Store {
         invitee: Option<&str>,
         state: Option<&str>,
     ) -> Result<Vec<InviteSummary>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
-                        i.origin_server_ts, i.received_ts, i.state,
-                        (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
-                          WHERE s.event_id = i.event_id AND s.type = 'm.room.name'
-                            AND s.state_key = '' LIMIT 1)
-                 FROM invites i
-                 WHERE (?1 IS NULL OR i.invitee = ?1) AND (?2 IS NULL OR i.state = ?2)
-                 ORDER BY i.received_ts DESC, i.event_id",
-            )
-            .context(|| "cannot list invites".to_owned())?;
-        let rows = stmt
-            .query_map(params![invitee, state], |r| {
+        self.invite_summaries(None, invitee, state)
+    }
+
+    fn invite_summaries(
+        &self,
+        event_id: Option<&str>,
+        invitee: Option<&str>,
+        state: Option<&str>,
+    ) -> Result<Vec<InviteSummary>, StoreError> {
+        self.query_all(
+            "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+                    i.origin_server_ts, i.received_ts, i.state,
+                    (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+                      WHERE s.event_id = i.event_id AND s.type = 'm.room.name'
+                        AND s.state_key = '' LIMIT 1)
+             FROM invites i
+             WHERE (?1 IS NULL OR i.event_id = ?1) AND (?2 IS NULL OR i.invitee = ?2)
+               AND (?3 IS NULL OR i.state = ?3)
+             ORDER BY i.received_ts DESC, i.event_id",
+            params![event_id, invitee, state],
+            "invites",
+            |r| {
                 Ok(InviteSummary {
                     event_id: r.get(0)?,
                     room_id: r.get(1)?,
@@ -873,18 +869,16 @@ impl Store {
                     state: r.get(8)?,
                     room_name: r.get(9)?,
                 })
-            })
-            .context(|| "cannot list invites".to_owned())?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .context(|| "cannot list invites".to_owned())
+            },
+        )
     }
 
     /// One invite's signed event, room state (client form) and warnings.
     pub fn invite_details(&self, event_id: &str) -> Result<Option<InviteDetails>, StoreError> {
         let Some(summary) = self
-            .list_invites(None, None)?
+            .invite_summaries(Some(event_id), None, None)?
             .into_iter()
-            .find(|i| i.event_id == event_id)
+            .next()
         else {
             return Ok(None);
         };
@@ -896,16 +890,13 @@ impl Store {
                 |r| r.get(0),
             )
             .context(|| format!("cannot read invite {event_id}"))?;
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT s.type, s.state_key, s.sender, s.content, p.pdu
-                 FROM invite_room_state s LEFT JOIN pdus p ON p.sha256 = s.pdu_sha256
-                 WHERE s.event_id = ?1 ORDER BY s.position",
-            )
-            .context(|| format!("cannot read invite {event_id}"))?;
-        let state = stmt
-            .query_map(params![event_id], |r| {
+        let state = self.query_all(
+            "SELECT s.type, s.state_key, s.sender, s.content, p.pdu
+             FROM invite_room_state s LEFT JOIN pdus p ON p.sha256 = s.pdu_sha256
+             WHERE s.event_id = ?1 ORDER BY s.position",
+            params![event_id],
+            "an invite's room state",
+            |r| {
                 Ok(RoomStateRow {
                     event_type: r.get(0)?,
                     state_key: r.get(1)?,
@@ -913,19 +904,14 @@ impl Store {
                     content: r.get(3)?,
                     pdu: r.get(4)?,
                 })
-            })
-            .context(|| format!("cannot read invite {event_id}"))?
-            .collect::<Result<Vec<_>, _>>()
-            .context(|| format!("cannot read invite {event_id}"))?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT warning FROM invite_warnings WHERE event_id = ?1")
-            .context(|| format!("cannot read invite {event_id}"))?;
-        let warnings = stmt
-            .query_map(params![event_id], |r| r.get(0))
-            .context(|| format!("cannot read invite {event_id}"))?
-            .collect::<Result<Vec<String>, _>>()
-            .context(|| format!("cannot read invite {event_id}"))?;
+            },
+        )?;
+        let warnings = self.query_all(
+            "SELECT warning FROM invite_warnings WHERE event_id = ?1",
+            params![event_id],
+            "an invite's warnings",
+            |r| r.get(0),
+        )?;
         Ok(Some(InviteDetails {
             summary,
             signed_event: signed,
