@@ -9,6 +9,8 @@
 //! integers, arrays, non-JSON) can still carry a valid X-Matrix signature.
 
 mod common;
+#[path = "common/wire.rs"]
+mod wire;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -16,67 +18,16 @@ use std::time::{Duration, Instant};
 use common::invites::{US, invite_path, start_invited};
 use common::origin::{TestOrigin, rules, to_canonical};
 use common::*;
-use ruma_signatures::KeyPair as _;
 use serde_json::{Value as J, json};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers (partly copied from tests/invite.rs)
 
-/// Canonical JSON of a serde_json value (sorted keys, no whitespace). Independent of both
-/// ruma and invited; unlike ruma it can represent floats and integers beyond ±(2^53-1).
-fn canonical(v: &J) -> String {
-    fn write(v: &J, out: &mut String) {
-        match v {
-            J::Null | J::Bool(_) | J::Number(_) | J::String(_) => {
-                out.push_str(&serde_json::to_string(v).unwrap())
-            }
-            J::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            J::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&serde_json::to_string(k).unwrap());
-                    out.push(':');
-                    write(&map[k], out);
-                }
-                out.push('}');
-            }
-        }
-    }
-    let mut out = String::new();
-    write(v, &mut out);
-    out
-}
-
 /// The `Authorization: X-Matrix` header for a request from `origin` with this JSON content
-/// (`None`: no body), signed over our own canonical JSON with the origin's key.
+/// (`None`: no body), signed over independent canonical JSON with the origin's key.
 fn auth_header(origin: &TestOrigin, method: &str, uri: &str, content: Option<&J>) -> String {
-    let mut obj = json!({
-        "method": method, "uri": uri, "origin": origin.name(), "destination": US,
-    });
-    if let Some(c) = content {
-        obj["content"] = c.clone();
-    }
-    let sig = origin.key().sign(canonical(&obj).as_bytes()).base64();
-    format!(
-        "X-Matrix origin=\"{}\",destination=\"{US}\",key=\"{}\",sig=\"{sig}\"",
-        origin.name(),
-        origin.key_id()
-    )
+    wire::x_matrix(origin, method, uri, content)
 }
 
 struct Answer {
@@ -141,7 +92,7 @@ fn hash_and_sign_manually(
     for k in ["signatures", "unsigned", "hashes"] {
         for_hash.as_object_mut().unwrap().remove(k);
     }
-    let hash = Sha256::digest(canonical(&for_hash).as_bytes());
+    let hash = Sha256::digest(wire::canonical(&for_hash).as_bytes());
     let mut full = event.clone();
     full["hashes"] = json!({"sha256": invited_matrix::base64::encode(&hash)});
     let mut clean = full.clone();

@@ -5,7 +5,9 @@
 //! Included with `#[path = "common/wire.rs"] mod wire;` next to `mod common;`.
 #![allow(dead_code)]
 
-pub use crate::common::invites::enc;
+// Re-exported so the files that include this module find everything in one place.
+#[allow(unused_imports)]
+pub use crate::common::invites::{US, enc, invite_path, start_invited};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -14,32 +16,6 @@ use ruma_signatures::KeyPair as _;
 use serde_json::{Value as J, json};
 
 use super::common::origin::TestOrigin;
-use super::common::{Invited, TestCa, write_config};
-
-/// Our server name in every test configuration.
-pub const US: &str = "invited.test";
-
-/// Starts invited trusting `ca` for outbound HTTPS and allowing loopback key fetches, with
-/// `extra` TOML appended.
-pub fn start_invited(dir: &std::path::Path, ca: &TestCa, extra: &str) -> Invited {
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-    let config = write_config(
-        dir,
-        US,
-        &format!(
-            "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}"
-        ),
-    );
-    Invited::start(&config)
-}
-
-pub fn invite_path(api: u8, room_id: &str, event_id: &str) -> String {
-    format!(
-        "/_matrix/federation/v{api}/invite/{}/{}",
-        enc(room_id),
-        enc(event_id)
-    )
-}
 
 /// Canonical JSON of a serde_json value (sorted keys, no whitespace), independent of invited.
 pub fn canonical(v: &J) -> String {
