@@ -1,13 +1,13 @@
-//! Matrix error responses: the one place where HTTP statuses and `errcode`s are paired.
+//! Matrix error responses. Which status goes with which `errcode` is decided by
+//! [`ErrCode`] (in the pure crate); this file turns an error into its response body.
 
 use invited_http::{EdgeError, Response};
-use invited_matrix::{Object, Value};
+use invited_matrix::{ErrCode, Object, Value};
 
 /// An error answered to a remote server as `{"errcode": "M_…", "error": "…"}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MatrixError {
-    pub status: u16,
-    pub errcode: &'static str,
+    pub code: ErrCode,
     pub message: String,
     /// Extra members of the body, e.g. `room_version` with `M_INCOMPATIBLE_ROOM_VERSION`.
     pub extra: Object,
@@ -16,43 +16,51 @@ pub struct MatrixError {
 }
 
 impl MatrixError {
-    pub fn new(status: u16, errcode: &'static str, message: impl Into<String>) -> MatrixError {
+    pub fn new(code: ErrCode, message: impl Into<String>) -> MatrixError {
         MatrixError {
-            status,
-            errcode,
+            code,
             message: message.into(),
             extra: Object::new(),
             retry_after_secs: None,
         }
     }
 
+    /// The HTTP status of the response.
+    pub fn status(&self) -> u16 {
+        self.code.status()
+    }
+
+    /// The `errcode` of the response.
+    pub fn errcode(&self) -> &'static str {
+        self.code.as_str()
+    }
+
     /// 404 `M_UNRECOGNIZED`: no such endpoint.
     pub fn unrecognized() -> MatrixError {
-        MatrixError::new(404, "M_UNRECOGNIZED", "Unrecognized request")
+        MatrixError::new(ErrCode::Unrecognized, "Unrecognized request")
     }
 
     /// 405 `M_UNRECOGNIZED`: the endpoint exists, the method does not.
     pub fn method_not_allowed(method: &str) -> MatrixError {
         MatrixError::new(
-            405,
-            "M_UNRECOGNIZED",
+            ErrCode::MethodNotAllowed,
             format!("Method {method} is not allowed here"),
         )
     }
 
     /// 400 `M_NOT_JSON`: the body is not JSON at all.
     pub fn not_json(why: impl Into<String>) -> MatrixError {
-        MatrixError::new(400, "M_NOT_JSON", why)
+        MatrixError::new(ErrCode::NotJson, why)
     }
 
     /// 400 `M_BAD_JSON`: JSON, but of the wrong shape (or not canonical where it must be).
     pub fn bad_json(why: impl Into<String>) -> MatrixError {
-        MatrixError::new(400, "M_BAD_JSON", why)
+        MatrixError::new(ErrCode::BadJson, why)
     }
 
     /// 500 `M_UNKNOWN`: our fault. The message is for the log, not the remote.
     pub fn internal() -> MatrixError {
-        MatrixError::new(500, "M_UNKNOWN", "Internal server error")
+        MatrixError::new(ErrCode::Unknown, "Internal server error")
     }
 
     /// Adds a member to the error body.
@@ -63,18 +71,25 @@ impl MatrixError {
 
     /// The error for a problem the HTTP edge found before any handler ran.
     pub fn from_edge(error: &EdgeError) -> MatrixError {
-        let errcode = match error {
-            EdgeError::PayloadTooLarge { .. } => "M_TOO_LARGE",
-            _ => "M_UNKNOWN",
+        let code = match error {
+            EdgeError::BadRequest(_) => ErrCode::BadHttpRequest,
+            EdgeError::Timeout => ErrCode::RequestTimeout,
+            EdgeError::LengthRequired => ErrCode::LengthRequired,
+            EdgeError::PayloadTooLarge { .. } => ErrCode::TooLarge,
+            EdgeError::UriTooLong => ErrCode::UriTooLong,
+            EdgeError::HeadersTooLarge => ErrCode::HeadersTooLarge,
+            EdgeError::HandlerPanicked => ErrCode::Unknown,
+            EdgeError::VersionNotSupported => ErrCode::HttpVersionNotSupported,
         };
-        MatrixError::new(error.status(), errcode, error.to_string())
+        debug_assert_eq!(code.status(), error.status());
+        MatrixError::new(code, error.to_string())
     }
 
     pub fn to_response(&self) -> Response {
         let mut body = self.extra.clone();
-        body.insert("errcode".to_owned(), self.errcode.into());
+        body.insert("errcode".to_owned(), self.errcode().into());
         body.insert("error".to_owned(), self.message.clone().into());
-        let mut response = Response::json(self.status, Value::Object(body).to_canonical_bytes());
+        let mut response = Response::json(self.status(), Value::Object(body).to_canonical_bytes());
         if let Some(secs) = self.retry_after_secs {
             response = response.with_header("Retry-After", &secs.to_string());
         }
@@ -84,7 +99,7 @@ impl MatrixError {
 
 impl std::fmt::Display for MatrixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status, self.errcode, self.message)
+        write!(f, "{} {}: {}", self.status(), self.errcode(), self.message)
     }
 }
 
@@ -94,7 +109,7 @@ mod tests {
 
     #[test]
     fn body_shape() {
-        let r = MatrixError::new(400, "M_INCOMPATIBLE_ROOM_VERSION", "nope")
+        let r = MatrixError::new(ErrCode::IncompatibleRoomVersion, "nope")
             .with("room_version", "99".into())
             .to_response();
         assert_eq!(r.status, 400);
@@ -108,6 +123,20 @@ mod tests {
                 .any(|(n, v)| n == "Content-Type" && v == "application/json")
         );
         let too_large = MatrixError::from_edge(&EdgeError::PayloadTooLarge { limit: 10 });
-        assert_eq!((too_large.status, too_large.errcode), (413, "M_TOO_LARGE"));
+        assert_eq!(
+            (too_large.status(), too_large.errcode()),
+            (413, "M_TOO_LARGE")
+        );
+        for edge in [
+            EdgeError::BadRequest("x".into()),
+            EdgeError::Timeout,
+            EdgeError::LengthRequired,
+            EdgeError::UriTooLong,
+            EdgeError::HeadersTooLarge,
+            EdgeError::HandlerPanicked,
+            EdgeError::VersionNotSupported,
+        ] {
+            assert_eq!(MatrixError::from_edge(&edge).status(), edge.status());
+        }
     }
 }

@@ -8,8 +8,8 @@
 use invited_http::{Request, Response};
 use invited_matrix::json::{self, Object, Value};
 use invited_matrix::{
-    EventBytes, EventFormat, KeyId, RoomId, RoomVersion, ServerName, SigningKey, UserId, VerifyKey,
-    base64, check_content_hash, check_strict, event_id_with, room_id_from_create_event,
+    ErrCode, EventBytes, EventFormat, KeyId, RoomId, RoomVersion, ServerName, SigningKey, UserId,
+    VerifyKey, base64, check_content_hash, check_strict, event_id_with, room_id_from_create_event,
     sign_event_with, verify_event_signatures, verify_event_signatures_with,
 };
 use sha2::{Digest, Sha256};
@@ -80,7 +80,7 @@ struct Known {
 }
 
 fn invalid(why: impl Into<String>) -> MatrixError {
-    MatrixError::new(400, "M_INVALID_PARAM", why)
+    MatrixError::new(ErrCode::InvalidParam, why)
 }
 
 fn store_failed(e: StoreError) -> MatrixError {
@@ -151,7 +151,7 @@ pub fn handle(
     match result {
         Ok(response) => Ok(response),
         Err(Refused { error, rule }) => {
-            if error.status < 500 {
+            if error.status() < 500 {
                 let row = RefusalRow {
                     ts: ctx.now_ms,
                     origin: sender_server.to_string(),
@@ -160,8 +160,8 @@ pub fn handle(
                     room_id: known.room_id,
                     event_id: known.event_id,
                     rule: rule.unwrap_or_else(|| error.message.chars().take(300).collect()),
-                    errcode: error.errcode.to_owned(),
-                    status: i64::from(error.status),
+                    errcode: error.errcode().to_owned(),
+                    status: i64::from(error.status()),
                 };
                 ctx.writer.log_refusal(row);
             }
@@ -431,8 +431,7 @@ fn parse_body(body: &Value, api: Api) -> Result<Body, MatrixError> {
     let size = json::canonical_object_except(&event, &[]).len();
     if size > MAX_EVENT_BYTES {
         return Err(MatrixError::new(
-            413,
-            "M_TOO_LARGE",
+            ErrCode::TooLarge,
             format!("The invite event is {size} bytes; the limit is {MAX_EVENT_BYTES}"),
         ));
     }
@@ -461,8 +460,7 @@ fn room_version(
 ) -> Result<&'static RoomVersion, MatrixError> {
     let incompatible = |v: &str| {
         MatrixError::new(
-            400,
-            "M_INCOMPATIBLE_ROOM_VERSION",
+            ErrCode::IncompatibleRoomVersion,
             format!("This server does not support room version {v}"),
         )
         .with("room_version", v.into())
@@ -877,10 +875,10 @@ mod tests {
             "2"
         );
         let err = room_version(Api::V1, None, &state(r#"{"room_version":"10"}"#)).unwrap_err();
-        assert_eq!(err.errcode, "M_INCOMPATIBLE_ROOM_VERSION");
+        assert_eq!(err.code, ErrCode::IncompatibleRoomVersion);
         assert_eq!(err.extra.get("room_version"), Some(&Value::from("10")));
         let err = room_version(Api::V2, Some("99"), &[]).unwrap_err();
-        assert_eq!(err.errcode, "M_INCOMPATIBLE_ROOM_VERSION");
+        assert_eq!(err.code, ErrCode::IncompatibleRoomVersion);
     }
 
     #[test]

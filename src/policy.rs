@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use invited_matrix::{RoomId, ServerName, UserId, Value, json};
+use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value, json};
 
 use crate::config::PolicyConfig;
 use crate::error::MatrixError;
@@ -45,7 +45,7 @@ pub struct Refusal {
 
 fn forbidden(rule: String, message: &str) -> Refusal {
     Refusal {
-        error: MatrixError::new(403, "M_FORBIDDEN", message),
+        error: MatrixError::new(ErrCode::Forbidden, message),
         rule,
     }
 }
@@ -53,8 +53,7 @@ fn forbidden(rule: String, message: &str) -> Refusal {
 fn blocked(rule: String) -> Refusal {
     Refusal {
         error: MatrixError::new(
-            403,
-            "M_INVITE_BLOCKED",
+            ErrCode::InviteBlocked,
             "The invited user does not accept invites from you",
         ),
         rule,
@@ -207,7 +206,7 @@ impl Policy {
                 .map(|mut b| b.take(key, now))
                 .unwrap_or(Ok(()));
             if let Err(retry_after_ms) = verdict {
-                let mut error = MatrixError::new(429, "M_LIMIT_EXCEEDED", "Too many invites")
+                let mut error = MatrixError::new(ErrCode::LimitExceeded, "Too many invites")
                     .with("retry_after_ms", Value::int(retry_after_ms));
                 error.retry_after_secs = Some(
                     retry_after_ms
@@ -437,7 +436,7 @@ mod tests {
         };
         let refusal = user_decision(&block_all, &sender).unwrap_err();
         assert_eq!(
-            (refusal.error.status, refusal.error.errcode),
+            (refusal.error.status(), refusal.error.errcode()),
             (403, "M_INVITE_BLOCKED")
         );
     }

@@ -6,7 +6,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use invited_http::{EdgeError, Handler, Request, Response};
-use invited_matrix::{ServerName, SigningKey, Value};
+use invited_matrix::{ErrCode, ServerName, SigningKey, Value};
 
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
@@ -127,17 +127,16 @@ impl App {
             .split('&')
             .find_map(|pair| pair.strip_prefix("user_id="))
             .and_then(invite::percent_decode)
-            .ok_or_else(|| MatrixError::new(400, "M_MISSING_PARAM", "Missing user_id"))?;
+            .ok_or_else(|| MatrixError::new(ErrCode::MissingParam, "Missing user_id"))?;
         let user = invited_matrix::UserId::parse(&user_id)
-            .map_err(|e| MatrixError::new(400, "M_INVALID_PARAM", e.to_string()))?;
+            .map_err(|e| MatrixError::new(ErrCode::InvalidParam, e.to_string()))?;
         if user.server_str() != self.server_name.as_str() {
             return Err(MatrixError::new(
-                400,
-                "M_INVALID_PARAM",
+                ErrCode::InvalidParam,
                 format!("{user} is not a user of this server"),
             ));
         }
-        Err(MatrixError::new(404, "M_NOT_FOUND", "Profile not found"))
+        Err(MatrixError::new(ErrCode::NotFound, "Profile not found"))
     }
 
     fn server_keys(&self) -> Result<Response, MatrixError> {

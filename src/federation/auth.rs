@@ -7,13 +7,13 @@
 
 use invited_http::Request;
 use invited_matrix::x_matrix::{self, XMatrix};
-use invited_matrix::{ServerName, Value};
+use invited_matrix::{ErrCode, ServerName, Value};
 
 use crate::error::MatrixError;
 use crate::federation::keyring::{KeyError, KeyPurpose, Keyring};
 
 fn unauthorized(why: impl Into<String>) -> MatrixError {
-    MatrixError::new(401, "M_UNAUTHORIZED", why)
+    MatrixError::new(ErrCode::Unauthorized, why)
 }
 
 /// The X-Matrix credentials on a request (other `Authorization` schemes are ignored).
@@ -86,8 +86,7 @@ pub fn authenticate(
         // (senders give up on 4xx, but retry 5xx).
         if last_problem == Some(KeyError::Busy) {
             let mut e = MatrixError::new(
-                503,
-                "M_UNKNOWN",
+                ErrCode::Unavailable,
                 "Busy fetching server keys; try again shortly",
             );
             e.retry_after_secs = Some(1);

@@ -9,6 +9,7 @@
 //! [`RoomVersion`] for how versions differ.
 
 pub mod base64;
+pub mod errcode;
 pub mod event;
 pub mod ids;
 pub mod json;
@@ -17,6 +18,7 @@ pub mod room_version;
 pub mod signing;
 pub mod x_matrix;
 
+pub use errcode::ErrCode;
 pub use event::{
     EventBytes, EventCheckError, EventIdError, EventKeys, add_content_hash, check_content_hash,
     content_hash, event_id, event_id_with, event_signing_bytes, reference_hash, required_signers,
