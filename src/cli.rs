@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use invited_matrix::Value;
 
-use crate::Error;
 use crate::config::Config;
+use crate::fatal::Error;
 use crate::keys;
-use crate::routes::now_ms;
 use crate::server;
 use crate::store::{PolicyRule, Store};
+use crate::time::now_ms;
 
 /// invited answers Matrix federation invites for the users of one server: it checks each
 /// invite against the rules of its room version, co-signs it and keeps it in SQLite.

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use invited_matrix::{KeyId, Object, ServerName, SigningKey, Value, base64, sign_json};
 
-use crate::Error;
+use crate::fatal::Error;
 use crate::store::{OurKey, Store};
 
 /// Parses Synapse's `signing.key` format. The file may hold several lines (Synapse allows

@@ -3,7 +3,7 @@
 //! Handlers return `Result<Response, MatrixError>`; this file turns errors into Matrix error
 //! bodies, so no handler builds an error response by hand.
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use invited_http::{EdgeError, Handler, Request, Response};
 use invited_matrix::{ErrCode, ServerName, SigningKey, Value};
@@ -16,6 +16,7 @@ use crate::invite::{self, Api, InviteContext};
 use crate::keys;
 use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};
+use crate::time::now_ms;
 use crate::writer::Writer;
 
 /// What the request handlers share. Built once at start-up.
@@ -32,13 +33,6 @@ pub struct App {
     pub policy: Policy,
     pub writer: Writer,
     pub verified_state: invite::VerifiedPdus,
-}
-
-/// The current time in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The endpoints we know, for telling 404 from 405.

@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use invited_http::{Server, ServerOptions};
 
-use crate::Error;
 use crate::config::Config;
+use crate::fatal::Error;
 use crate::federation::keyring::Keyring;
 use crate::keys;
 use crate::policy::Policy;
-use crate::routes::{App, now_ms};
+use crate::routes::App;
 use crate::store::{PolicyRule, Store, StorePool};
+use crate::time::now_ms;
 use crate::writer::Writer;
 
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.

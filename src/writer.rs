@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::Error;
+use crate::fatal::Error;
 use crate::store::{NewInvite, RefusalRow, Store, StoreError, StoredInvite};
 
 /// Writes queued at most before senders wait (back-pressure).

@@ -14,8 +14,8 @@ use invited_matrix::{Value, json};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::DefaultConnector;
 
-use crate::Error;
 use crate::config::FederationConfig;
+use crate::fatal::Error;
 use crate::federation::ip_filter::{IpRange, is_allowed};
 
 /// Where to send a request: the URL authority (TLS name and port) and the addresses to use.

@@ -5,6 +5,38 @@
 use std::fmt;
 use std::net::IpAddr;
 
+/// Synapse's default `ip_range_blacklist`: loopback, private, link-local, CGNAT, multicast,
+/// documentation and other special-purpose ranges, IPv4 and IPv6.
+pub const DEFAULT_IP_RANGE_BLOCKLIST: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::1/128",
+    "::/128",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "fc00::/7",
+    "fe80::/10",
+    "fec0::/10",
+    "ff00::/8",
+];
+
 /// One CIDR range, e.g. `10.0.0.0/8` or `fe80::/10`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpRange {
@@ -80,7 +112,6 @@ pub fn is_allowed(ip: IpAddr, blocklist: &[IpRange], allowlist: &[IpRange]) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DEFAULT_IP_RANGE_BLOCKLIST;
 
     fn ranges(list: &[&str]) -> Vec<IpRange> {
         list.iter().map(|r| IpRange::parse(r).unwrap()).collect()

@@ -168,7 +168,7 @@ impl Keyring {
         config: &FederationConfig,
         store: Arc<StorePool>,
         workers: usize,
-    ) -> Result<Keyring, crate::Error> {
+    ) -> Result<Keyring, crate::fatal::Error> {
         Ok(Keyring {
             our_name,
             client: FederationClient::new(config)?,
@@ -382,7 +382,7 @@ impl Keyring {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let target = self.discovery.resolve(&self.client, server)?;
         let body = self.client.get_json(&target, "/_matrix/key/v2/server")?;
-        let now = crate::routes::now_ms();
+        let now = crate::time::now_ms();
         parse_key_response(&body, server, now, server.as_str())
     }
 
@@ -419,7 +419,7 @@ impl Keyring {
             .get("server_keys")
             .and_then(Value::as_array)
             .ok_or_else(|| FetchError("notary answer has no server_keys array".to_owned()))?;
-        let now = crate::routes::now_ms();
+        let now = crate::time::now_ms();
         let mut rows = Vec::new();
         for entry in entries {
             if entry.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
