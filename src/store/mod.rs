@@ -1,0 +1,323 @@
+//! The SQLite store: every SQL statement of the project lives in this module (one file per
+//! table group, one `Store` type), and the schema in `schema.sql`.
+//!
+//! Durability: an answered write must survive power loss, so the database runs in WAL mode
+//! with `synchronous=FULL`. Write transactions start with `BEGIN IMMEDIATE`: a deferred
+//! transaction that later upgrades to a write can fail with `SQLITE_BUSY` in a way
+//! `busy_timeout` cannot fix.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+mod invites;
+mod keys;
+mod policy;
+mod refusals;
+
+pub use invites::*;
+pub use keys::*;
+pub use policy::*;
+pub use refusals::*;
+
+/// The schema, embedded at build time.
+pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A database problem, with what we were doing when it happened.
+#[derive(Debug)]
+pub struct StoreError {
+    pub context: String,
+    pub source: Option<rusqlite::Error>,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub(crate) trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, rusqlite::Error> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError {
+            context: what(),
+            source: Some(e),
+        })
+    }
+}
+
+/// A connection to the database. One per thread; SQLite serialises writers itself.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// The migrations in `schema.sql`: (number, SQL), in order. A section starts at a line
+/// `-- migration N: title` and runs to the next such line.
+fn migrations() -> Result<Vec<(u32, String)>, StoreError> {
+    let mut out: Vec<(u32, String)> = Vec::new();
+    for line in SCHEMA_SQL.lines() {
+        let number = line
+            .strip_prefix("-- migration ")
+            .and_then(|rest| rest.split_once(':'))
+            .and_then(|(n, _)| n.trim().parse::<u32>().ok());
+        match (number, out.last_mut()) {
+            (Some(n), _) => out.push((n, String::new())),
+            (None, Some((_, sql))) => {
+                sql.push_str(line);
+                sql.push('\n');
+            }
+            (None, None) => {} // the preamble
+        }
+    }
+    for (i, (n, _)) in out.iter().enumerate() {
+        if *n as usize != i + 1 {
+            return Err(StoreError {
+                context: format!("schema.sql: migration {n} is out of order"),
+                source: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .context(|| format!("cannot open database {shown}"))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn configure(&self) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .context(|| format!("cannot configure database {shown}"))?;
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .context(|| format!("cannot switch {shown} to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError {
+                context: format!("database {shown} refused WAL mode (got {mode})"),
+                source: None,
+            });
+        }
+        self.conn
+            .execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .context(|| format!("cannot configure database {shown}"))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let migrations = migrations()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start the schema migration".to_owned())?;
+        let current: u32 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .context(|| "cannot read the schema version".to_owned())?;
+        let latest = migrations.len() as u32;
+        if current > latest {
+            return Err(StoreError {
+                context: format!(
+                    "database schema version {current} is newer than this invited ({latest}); \
+                     use a newer invited"
+                ),
+                source: None,
+            });
+        }
+        for (n, sql) in migrations.into_iter().skip(current as usize) {
+            tx.execute_batch(&sql)
+                .context(|| format!("schema migration {n} failed"))?;
+            log::info!("database schema migrated to version {n}");
+        }
+        tx.pragma_update(None, "user_version", latest)
+            .context(|| "cannot record the schema version".to_owned())?;
+        tx.commit()
+            .context(|| "cannot commit the schema migration".to_owned())
+    }
+
+    /// Runs a query and maps every row: the one shape all list reads share.
+    fn query_all<T, P: rusqlite::Params>(
+        &self,
+        sql: &str,
+        params: P,
+        what: &str,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let fail = || format!("cannot read {what}");
+        let mut stmt = self.conn.prepare_cached(sql).context(fail)?;
+        let rows = stmt.query_map(params, map).context(fail)?;
+        rows.collect::<Result<Vec<_>, _>>().context(fail)
+    }
+
+    /// The schema version (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .context(|| "cannot read the schema version".to_owned())
+    }
+
+    /// Closes the connection, reporting any error (dropping would swallow it).
+    pub fn close(self) -> Result<(), StoreError> {
+        let shown = self.path.display().to_string();
+        self.conn
+            .close()
+            .map_err(|(_, e)| e)
+            .context(|| format!("cannot close database {shown}"))
+    }
+
+    /// Stops this connection from checkpointing the WAL after its commits (the writer: a
+    /// checkpoint there would stall every waiting invite; a separate thread does it).
+    pub fn disable_auto_checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .context(|| "cannot configure checkpoints".to_owned())
+    }
+
+    /// Copies committed WAL frames into the database file without blocking writers
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the frames checkpointed.
+    pub fn checkpoint_passive(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
+            .context(|| "cannot checkpoint the WAL".to_owned())
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let result: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .context(|| "cannot run the integrity check".to_owned())?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError {
+                context: format!("integrity check failed: {result}"),
+                source: None,
+            })
+        }
+    }
+}
+
+/// A small pool of connections, so each worker thread can have its own without opening one
+/// per request.
+pub struct StorePool {
+    path: PathBuf,
+    idle: std::sync::Mutex<Vec<Store>>,
+}
+
+impl fmt::Debug for StorePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorePool")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl StorePool {
+    /// A pool over an already migrated database.
+    pub fn new(path: &Path) -> StorePool {
+        StorePool {
+            path: path.to_path_buf(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a connection, opening one if none is idle.
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut store = match pooled {
+            Some(s) => s,
+            None => Store::open(&self.path)?,
+        };
+        let result = f(&mut store);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(store);
+        }
+        result
+    }
+
+    /// Closes every idle connection.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let stores: Vec<Store> = match self.idle.lock() {
+            Ok(mut idle) => idle.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for s in stores {
+            s.close()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn migrations_parse_and_apply() {
+        let m = migrations().unwrap();
+        assert!(!m.is_empty());
+        assert!(m[0].1.contains("CREATE TABLE our_keys"));
+        let (dir, store) = temp_store();
+        assert_eq!(store.schema_version().unwrap(), m.len() as u32);
+        drop(store);
+        // Reopening applies nothing and keeps the version.
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        assert_eq!(store.schema_version().unwrap(), m.len() as u32);
+        store.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let (dir, store) = temp_store();
+        store.conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(store);
+        let err = Store::open(&dir.path().join("t.db")).unwrap_err();
+        assert!(err.to_string().contains("newer"), "{err}");
+    }
+}
