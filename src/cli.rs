@@ -473,12 +473,14 @@ fn invites_command(config: &Config, command: InvitesCommand) -> Result<(), Error
                     "give exactly one of EVENT_ID, --from-server GLOB, --from-user USER",
                 ));
             }
-            let changed = store.reject_invites(
-                event_id.as_deref(),
-                from_server.as_deref(),
-                from_user.as_deref(),
-                now_ms(),
-            )?;
+            let server_glob = from_server.as_deref().map(str::to_ascii_lowercase);
+            let matches = |origin: &str, sender: &str| {
+                server_glob
+                    .as_deref()
+                    .is_none_or(|g| crate::policy::glob_match(g, &crate::policy::host(origin)))
+                    && from_user.as_deref().is_none_or(|u| u == sender)
+            };
+            let changed = store.reject_invites(event_id.as_deref(), &matches, now_ms())?;
             if let (Some(id), true) = (&event_id, changed.is_empty()) {
                 return Err(Error::new(format!("no pending or ignored invite {id}")));
             }

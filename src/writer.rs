@@ -41,10 +41,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer with its own connection to `db`. `refusal_limits` bounds the
+    /// Starts the writer with its own connection to `db` (already migrated). `refusal_limits` bounds the
     /// refusal log: (max age in ms, max rows).
     pub fn start(db: &Path, refusal_limits: (i64, i64)) -> Result<Writer, Error> {
-        let store = Store::open(db)?;
+        let store = Store::connect(db)?;
         // Checkpoints happen on their own thread (below), never in the commit path.
         store.disable_auto_checkpoint()?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
@@ -53,7 +53,7 @@ impl Writer {
             .spawn(move || run(store, receiver, refusal_limits))
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
         let stopping = Arc::new(AtomicBool::new(false));
-        let checkpoints = Store::open(db)?;
+        let checkpoints = Store::connect(db)?;
         let stop = stopping.clone();
         let checkpointer = std::thread::Builder::new()
             .name("checkpointer".into())

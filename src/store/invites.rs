@@ -294,55 +294,53 @@ impl Store {
     }
 
     /// Marks pending (or ignored) invites as rejected; returns the event IDs changed.
+    ///
+    /// `matches(origin, sender)` chooses among them (the caller's globs: the store knows no
+    /// matching rules).
     pub fn reject_invites(
         &mut self,
         event_id: Option<&str>,
-        origin_glob: Option<&str>,
-        sender: Option<&str>,
+        matches: &dyn Fn(&str, &str) -> bool,
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let candidates: Vec<(String, String, String)> = {
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT event_id, origin, sender FROM invites
-                     WHERE state IN ('pending', 'ignored')",
-                )
-                .context(|| "cannot read invites".to_owned())?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .context(|| "cannot read invites".to_owned())?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .context(|| "cannot read invites".to_owned())?
-        };
-        let chosen: Vec<String> = candidates
-            .into_iter()
-            .filter(|(id, origin, s)| {
-                event_id.is_none_or(|e| e == id)
-                    && origin_glob.is_none_or(|g| {
-                        crate::policy::glob_match(
-                            &g.to_ascii_lowercase(),
-                            &crate::policy::host(origin),
-                        )
-                    })
-                    && sender.is_none_or(|u| u == s)
-            })
-            .map(|(id, _, _)| id)
-            .collect();
+        // Choose and change in one write transaction, and change only what is still
+        // pending or ignored: the host may accept an invite at any moment.
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(|| "cannot start a transaction".to_owned())?;
-        for id in &chosen {
-            tx.execute(
-                "UPDATE invites SET state = 'rejected', state_changed_ts = ?2 WHERE event_id = ?1",
-                params![id, now_ms],
-            )
-            .context(|| format!("cannot reject {id}"))?;
+        let candidates: Vec<(String, String, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT event_id, origin, sender FROM invites
+                     WHERE state IN ('pending', 'ignored') AND (?1 IS NULL OR event_id = ?1)",
+                )
+                .context(|| "cannot read invites".to_owned())?;
+            let rows = stmt
+                .query_map(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .context(|| "cannot read invites".to_owned())?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .context(|| "cannot read invites".to_owned())?
+        };
+        let mut changed = Vec::new();
+        for (id, origin, sender) in candidates {
+            if !matches(&origin, &sender) {
+                continue;
+            }
+            let n = tx
+                .execute(
+                    "UPDATE invites SET state = 'rejected', state_changed_ts = ?2
+                     WHERE event_id = ?1 AND state IN ('pending', 'ignored')",
+                    params![id, now_ms],
+                )
+                .context(|| format!("cannot reject {id}"))?;
+            if n == 1 {
+                changed.push(id);
+            }
         }
         tx.commit()
             .context(|| "cannot commit rejections".to_owned())?;
-        Ok(chosen)
+        Ok(changed)
     }
 }
 
@@ -466,6 +464,57 @@ mod tests {
             // A second insert of the same event ID changes nothing and returns the stored one.
             let again = store.insert_invite(&invite).unwrap();
             assert_eq!(again, stored);
+        }
+    }
+
+    /// The host marks an invite `accepted` (by SQL, from another connection) while the CLI is
+    /// choosing which invites to reject: the accepted invite must stay accepted. The
+    /// concurrent write either waits for our transaction (and then fails its busy timeout
+    /// here) or lands first and is respected; it is never overwritten.
+    #[test]
+    fn reject_never_overwrites_a_concurrent_accept() {
+        let (dir, mut store) = temp_store();
+        let invite = |id: &str| NewInvite {
+            event_id: id.into(),
+            room_id: "!r:a".into(),
+            room_version: "1".into(),
+            invitee: "@b:us".into(),
+            sender: "@a:a".into(),
+            origin: "a".into(),
+            origin_server_ts: 1,
+            received_ts: 2,
+            api_version: 2,
+            event_fingerprint: "fp".into(),
+            signed_event: "{}".into(),
+            state: "pending".into(),
+            room_state: vec![],
+            warnings: vec![],
+        };
+        store.insert_invite(&invite("$e")).unwrap();
+        let host = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        host.busy_timeout(std::time::Duration::from_millis(100))
+            .unwrap();
+        let accepted_by_host = std::cell::Cell::new(false);
+        let matches = |_: &str, _: &str| {
+            let n = host.execute(
+                "UPDATE invites SET state = 'accepted' WHERE event_id = '$e'",
+                [],
+            );
+            accepted_by_host.set(n == Ok(1));
+            true
+        };
+        let rejected = store.reject_invites(None, &matches, 3).unwrap();
+        let state: String = host
+            .query_row("SELECT state FROM invites WHERE event_id = '$e'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if accepted_by_host.get() {
+            assert_eq!(state, "accepted");
+            assert!(rejected.is_empty(), "{rejected:?}");
+        } else {
+            assert_eq!(state, "rejected");
+            assert_eq!(rejected, vec!["$e".to_owned()]);
         }
     }
 }

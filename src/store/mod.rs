@@ -103,20 +103,41 @@ fn migrations() -> Result<Vec<(u32, String)>, StoreError> {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::connect_unchecked(path, OpenFlags::SQLITE_OPEN_CREATE)?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Connects to a database that [`Store::open`] already migrated (another connection
+    /// of this process, e.g. the pool's): no migration, so no `BEGIN IMMEDIATE` that would
+    /// contend with the writer; only a check that the schema is the one we know.
+    pub fn connect(path: &Path) -> Result<Store, StoreError> {
+        let store = Store::connect_unchecked(path, OpenFlags::empty())?;
+        let (current, latest) = (store.schema_version()?, migrations()?.len() as u32);
+        if current != latest {
+            return Err(StoreError {
+                context: format!(
+                    "database {} has schema version {current}, this invited expects {latest}",
+                    path.display()
+                ),
+                source: None,
+            });
+        }
+        Ok(store)
+    }
+
+    fn connect_unchecked(path: &Path, extra: OpenFlags) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
         )
         .context(|| format!("cannot open database {shown}"))?;
-        let mut store = Store {
+        let store = Store {
             conn,
             path: path.to_path_buf(),
         };
         store.configure()?;
-        store.migrate()?;
         Ok(store)
     }
 
@@ -266,7 +287,7 @@ impl StorePool {
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut store = match pooled {
             Some(s) => s,
-            None => Store::open(&self.path)?,
+            None => Store::connect(&self.path)?,
         };
         let result = f(&mut store);
         if let Ok(mut idle) = self.idle.lock() {
@@ -310,6 +331,19 @@ pub(crate) mod tests {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         assert_eq!(store.schema_version().unwrap(), m.len() as u32);
         store.integrity_check().unwrap();
+    }
+
+    #[test]
+    fn connect_needs_a_migrated_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        assert!(Store::connect(&path).is_err(), "connect never creates");
+        drop(Store::open(&path).unwrap());
+        Store::connect(&path).unwrap().integrity_check().unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.pragma_update(None, "user_version", 1).unwrap();
+        let err = Store::connect(&path).unwrap_err();
+        assert!(err.to_string().contains("schema version 1"), "{err}");
     }
 
     #[test]
