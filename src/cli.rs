@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::fatal::Error;
 use crate::keys;
 use crate::server;
-use crate::store::{PolicyRule, Store};
+use crate::store::{InviteState, PolicyRule, RuleAction, RuleKind, Store, Switch, UserSetting};
 use crate::time::now_ms;
 
 /// invited answers Matrix federation invites for the users of one server: it checks each
@@ -375,14 +375,14 @@ fn invites_command(config: &Config, command: InvitesCommand) -> Result<(), Error
     let mut store = open_existing_store(config)?;
     match command {
         InvitesCommand::List { user, state, json } => {
-            if let Some(s) = &state
-                && !["pending", "accepted", "rejected", "ignored"].contains(&s.as_str())
-            {
-                return Err(Error::new(format!(
-                    "--state {s}: expected pending, accepted, rejected or ignored"
-                )));
-            }
-            let invites = store.list_invites(user.as_deref(), state.as_deref())?;
+            let state = match state.as_deref() {
+                None => None,
+                Some(s) => Some(InviteState::parse(s).ok_or_else(|| {
+                    let names: Vec<&str> = InviteState::ALL.iter().map(|s| s.as_str()).collect();
+                    Error::new(format!("--state {s}: expected one of {}", names.join(", ")))
+                })?),
+            };
+            let invites = store.list_invites(user.as_deref(), state)?;
             if json {
                 let items = invites
                     .iter()
@@ -397,7 +397,7 @@ fn invites_command(config: &Config, command: InvitesCommand) -> Result<(), Error
                             ("origin", i.origin.clone().into()),
                             ("origin_server_ts", Value::int(i.origin_server_ts)),
                             ("received_ts", Value::int(i.received_ts)),
-                            ("state", i.state.clone().into()),
+                            ("state", i.state.as_str().into()),
                         ])
                     })
                     .collect();
@@ -447,7 +447,7 @@ fn invites_command(config: &Config, command: InvitesCommand) -> Result<(), Error
                 ("invitee", summary.invitee.into()),
                 ("sender", summary.sender.into()),
                 ("origin", summary.origin.into()),
-                ("state", summary.state.into()),
+                ("state", summary.state.as_str().into()),
                 ("received_ts", Value::int(summary.received_ts)),
                 ("event", parse_json_arg(&signed, "stored event")?),
                 ("invite_room_state", Value::Array(state)),
@@ -496,14 +496,14 @@ fn invites_command(config: &Config, command: InvitesCommand) -> Result<(), Error
 
 fn policy_command(config: &Config, command: PolicyCommand) -> Result<(), Error> {
     let mut store = open_existing_store(config)?;
-    let rule = |kind: &str, glob: &str, action: &str| -> Result<PolicyRule, Error> {
+    let rule = |kind: RuleKind, glob: &str, action: RuleAction| -> Result<PolicyRule, Error> {
         if glob.is_empty() || glob.contains(char::is_whitespace) {
             return Err(Error::new(format!("bad glob {glob:?}")));
         }
         Ok(PolicyRule {
-            kind: kind.into(),
+            kind,
             pattern: glob.into(),
-            action: action.into(),
+            action,
             source: "cli".into(),
         })
     };
@@ -519,11 +519,23 @@ fn policy_command(config: &Config, command: PolicyCommand) -> Result<(), Error> 
         Ok(())
     };
     match command {
-        PolicyCommand::DenyServer { glob } => add(&mut store, rule("server", &glob, "deny")?)?,
-        PolicyCommand::AllowServer { glob } => add(&mut store, rule("server", &glob, "allow")?)?,
-        PolicyCommand::IgnoreServer { glob } => add(&mut store, rule("server", &glob, "ignore")?)?,
-        PolicyCommand::DenyUser { glob } => add(&mut store, rule("user", &glob, "deny")?)?,
-        PolicyCommand::IgnoreUser { glob } => add(&mut store, rule("user", &glob, "ignore")?)?,
+        PolicyCommand::DenyServer { glob } => {
+            add(&mut store, rule(RuleKind::Server, &glob, RuleAction::Deny)?)?
+        }
+        PolicyCommand::AllowServer { glob } => add(
+            &mut store,
+            rule(RuleKind::Server, &glob, RuleAction::Allow)?,
+        )?,
+        PolicyCommand::IgnoreServer { glob } => add(
+            &mut store,
+            rule(RuleKind::Server, &glob, RuleAction::Ignore)?,
+        )?,
+        PolicyCommand::DenyUser { glob } => {
+            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Deny)?)?
+        }
+        PolicyCommand::IgnoreUser { glob } => {
+            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Ignore)?)?
+        }
         PolicyCommand::Remove { glob } => {
             let n = store.remove_policy_rules(&glob)?;
             if n == 0 {
@@ -533,34 +545,28 @@ fn policy_command(config: &Config, command: PolicyCommand) -> Result<(), Error> 
         }
         PolicyCommand::Set { switch, value } => {
             let name = switch.replace('-', "_");
+            let switch_value =
+                Switch::parse(&name).ok_or_else(|| Error::new(format!("no switch {switch}")))?;
             let v = match value.as_str() {
                 "on" => Some(true),
                 "off" => Some(false),
                 _ => None,
             };
-            store.set_policy_setting(&name, v)?;
+            store.set_policy_setting(switch_value, v)?;
             println!("{switch} = {value}");
         }
         PolicyCommand::Show { json } => {
             let rules = store.policy_rules()?;
             let settings = store.policy_settings()?;
             let p = &config.policy;
-            let effective = |name: &str, default: bool| {
-                settings
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or(default, |(_, v)| *v)
+            let effective = |switch: Switch, default: bool| {
+                let set = settings.iter().find(|(s, _)| *s == switch);
+                (switch.as_str(), set.map_or(default, |(_, v)| *v))
             };
             let switches = [
-                ("refuse_all", effective("refuse_all", p.refuse_all)),
-                (
-                    "allow_list_mode",
-                    effective("allow_list_mode", p.allow_list_mode),
-                ),
-                (
-                    "known_users_only",
-                    effective("known_users_only", p.known_users_only),
-                ),
+                effective(Switch::RefuseAll, p.refuse_all),
+                effective(Switch::AllowListMode, p.allow_list_mode),
+                effective(Switch::KnownUsersOnly, p.known_users_only),
             ];
             if json {
                 let out = obj(vec![
@@ -578,9 +584,9 @@ fn policy_command(config: &Config, command: PolicyCommand) -> Result<(), Error> 
                                 .iter()
                                 .map(|r| {
                                     obj(vec![
-                                        ("kind", r.kind.clone().into()),
+                                        ("kind", r.kind.as_str().into()),
                                         ("pattern", r.pattern.clone().into()),
-                                        ("action", r.action.clone().into()),
+                                        ("action", r.action.as_str().into()),
                                         ("source", r.source.clone().into()),
                                     ])
                                 })
@@ -726,9 +732,9 @@ fn users_command(config: &Config, command: UsersCommand) -> Result<(), Error> {
             json,
         } => {
             let column = match setting.as_str() {
-                "invite-permission-config" => "invite_permission_config",
-                "msc4155" => "msc4155_config",
-                _ => "ignored_user_list",
+                "invite-permission-config" => UserSetting::InvitePermissionConfig,
+                "msc4155" => UserSetting::Msc4155Config,
+                _ => UserSetting::IgnoredUserList,
             };
             let value = parse_json_arg(&json, "the setting")?;
             let text = match &value {

@@ -19,7 +19,9 @@ use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::{KeyPurpose, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
-use crate::store::{NewInvite, RefusalRow, RoomStateRow, StoreError, StorePool, StoredInvite};
+use crate::store::{
+    InviteState, NewInvite, RefusalRow, RoomStateRow, StoreError, StorePool, StoredInvite,
+};
 use crate::writer::Writer;
 
 /// The largest invite event we accept, as canonical JSON (the spec's PDU limit).
@@ -250,10 +252,10 @@ fn handle_authenticated(
             rule: Some(r.rule),
         })?;
     let state = match &decision {
-        Decision::Accept => "pending",
+        Decision::Accept => InviteState::Pending,
         Decision::Ignore(rule) => {
             log::info!("invite {event_id} from {sender_server} ignored by {rule}");
-            "ignored"
+            InviteState::Ignored
         }
     };
 
@@ -278,7 +280,7 @@ fn handle_authenticated(
         api_version: api.number(),
         event_fingerprint: fingerprint.clone(),
         signed_event: signed_text,
-        state: state.to_owned(),
+        state,
         room_state,
         warnings,
     };

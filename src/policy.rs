@@ -18,7 +18,7 @@ use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value, json};
 
 use crate::config::PolicyConfig;
 use crate::error::MatrixError;
-use crate::store::{PolicyRule, StoreError, StorePool, UserSettings};
+use crate::store::{PolicyRule, RuleAction, RuleKind, StoreError, StorePool, Switch, UserSettings};
 
 /// The facts of an invite that policy decides on (all already checked).
 pub struct InviteFacts<'a> {
@@ -102,18 +102,18 @@ impl Policy {
             return Ok(s);
         }
         let (rules, settings) = store.with(|s| Ok((s.policy_rules()?, s.policy_settings()?)))?;
-        let setting = |name: &str, default: bool| {
+        let setting = |switch: Switch, default: bool| {
             settings
                 .iter()
-                .find(|(n, _)| n == name)
+                .find(|(s, _)| *s == switch)
                 .map_or(default, |(_, v)| *v)
         };
         let fresh = Arc::new(Snapshot {
             version,
             rules,
-            refuse_all: setting("refuse_all", self.defaults.refuse_all),
-            allow_list_mode: setting("allow_list_mode", self.defaults.allow_list_mode),
-            known_users_only: setting("known_users_only", self.defaults.known_users_only),
+            refuse_all: setting(Switch::RefuseAll, self.defaults.refuse_all),
+            allow_list_mode: setting(Switch::AllowListMode, self.defaults.allow_list_mode),
+            known_users_only: setting(Switch::KnownUsersOnly, self.defaults.known_users_only),
         });
         if let Ok(mut s) = self.snapshot.lock() {
             *s = fresh.clone();
@@ -147,18 +147,18 @@ impl Policy {
             servers.push(host(room_server));
         }
         let sender = facts.sender.as_str();
-        let matching = |action: &str| {
+        let matching = |action: RuleAction| {
             snap.rules
                 .iter()
                 .filter(move |r| r.action == action)
-                .find(|r| match r.kind.as_str() {
-                    "server" => servers
+                .find(|r| match r.kind {
+                    RuleKind::Server => servers
                         .iter()
                         .any(|s| glob_match(&r.pattern.to_ascii_lowercase(), s)),
-                    _ => glob_match(&r.pattern, sender),
+                    RuleKind::User => glob_match(&r.pattern, sender),
                 })
         };
-        if let Some(r) = matching("deny") {
+        if let Some(r) = matching(RuleAction::Deny) {
             return Err(forbidden(
                 format!("{} deny {}", r.kind, r.pattern),
                 "This server does not accept invites from you",
@@ -167,8 +167,8 @@ impl Policy {
         if snap.allow_list_mode {
             let allowed = |s: &String| {
                 snap.rules.iter().any(|r| {
-                    r.kind == "server"
-                        && r.action == "allow"
+                    r.kind == RuleKind::Server
+                        && r.action == RuleAction::Allow
                         && glob_match(&r.pattern.to_ascii_lowercase(), s)
                 })
             };
@@ -188,7 +188,7 @@ impl Policy {
                 "No such user on this server",
             ));
         }
-        if let Some(r) = matching("ignore") {
+        if let Some(r) = matching(RuleAction::Ignore) {
             return Ok(Decision::Ignore(format!("{} ignore {}", r.kind, r.pattern)));
         }
         if let Some(user) = &user

@@ -13,7 +13,7 @@ use crate::federation::keyring::Keyring;
 use crate::keys;
 use crate::policy::Policy;
 use crate::routes::App;
-use crate::store::{PolicyRule, Store, StorePool};
+use crate::store::{PolicyRule, RuleAction, RuleKind, Store, StorePool};
 use crate::time::now_ms;
 use crate::writer::Writer;
 
@@ -53,16 +53,16 @@ pub fn open_state(config: &Config) -> Result<(Store, invited_matrix::SigningKey)
 pub fn apply_config_rules(config: &Config, store: &mut Store) -> Result<(), Error> {
     let p = &config.policy;
     let rules: Vec<PolicyRule> = [
-        (&p.deny_servers, "deny"),
-        (&p.allow_servers, "allow"),
-        (&p.ignore_servers, "ignore"),
+        (&p.deny_servers, RuleAction::Deny),
+        (&p.allow_servers, RuleAction::Allow),
+        (&p.ignore_servers, RuleAction::Ignore),
     ]
     .into_iter()
     .flat_map(|(list, action)| {
         list.iter().map(move |pattern| PolicyRule {
-            kind: "server".into(),
+            kind: RuleKind::Server,
             pattern: pattern.clone(),
-            action: action.into(),
+            action,
             source: "config".into(),
         })
     })

@@ -2,7 +2,21 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Context, Store, StoreError};
+use super::{Context, Store, StoreError, text_enum};
+
+text_enum! {
+    /// Where an invite is in its life (`invites.state`).
+    pub enum InviteState {
+        /// Answered 200, waiting for the user.
+        Pending = "pending",
+        /// Answered 200, hidden from the user by policy.
+        Ignored = "ignored",
+        /// The host joined the room.
+        Accepted = "accepted",
+        /// The user (or the operator) said no; nothing is sent.
+        Rejected = "rejected",
+    }
+}
 
 /// An invite as stored after we answered it (what a retry needs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +55,8 @@ pub struct NewInvite {
     pub api_version: i64,
     pub event_fingerprint: String,
     pub signed_event: String,
-    /// `pending`, or `ignored` when policy said so.
-    pub state: String,
+    /// `Pending`, or `Ignored` when policy said so.
+    pub state: InviteState,
     pub room_state: Vec<RoomStateRow>,
     pub warnings: Vec<String>,
 }
@@ -58,7 +72,7 @@ pub struct InviteSummary {
     pub origin: String,
     pub origin_server_ts: i64,
     pub received_ts: i64,
-    pub state: String,
+    pub state: InviteState,
     pub room_name: Option<String>,
 }
 
@@ -206,7 +220,7 @@ impl Store {
     pub fn list_invites(
         &self,
         invitee: Option<&str>,
-        state: Option<&str>,
+        state: Option<InviteState>,
     ) -> Result<Vec<InviteSummary>, StoreError> {
         self.invite_summaries(None, invitee, state)
     }
@@ -215,7 +229,7 @@ impl Store {
         &self,
         event_id: Option<&str>,
         invitee: Option<&str>,
-        state: Option<&str>,
+        state: Option<InviteState>,
     ) -> Result<Vec<InviteSummary>, StoreError> {
         self.query_all(
             "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
@@ -448,7 +462,7 @@ mod tests {
                 api_version: api,
                 event_fingerprint: "fp".into(),
                 signed_event: r#"{"a":"\u00e9\"x"}"#.into(),
-                state: "pending".into(),
+                state: InviteState::Pending,
                 room_state: vec![RoomStateRow {
                     event_type: "m.room.create".into(),
                     state_key: String::new(),
@@ -486,7 +500,7 @@ mod tests {
             api_version: 2,
             event_fingerprint: "fp".into(),
             signed_event: "{}".into(),
-            state: "pending".into(),
+            state: InviteState::Pending,
             room_state: vec![],
             warnings: vec![],
         };
@@ -516,5 +530,43 @@ mod tests {
             assert_eq!(state, "rejected");
             assert_eq!(rejected, vec!["$e".to_owned()]);
         }
+    }
+
+    /// The enum and the schema's CHECK list name the same states.
+    #[test]
+    fn every_state_is_allowed_by_the_schema() {
+        let (_dir, mut store) = temp_store();
+        let mut invite = NewInvite {
+            event_id: String::new(),
+            room_id: "!r:a".into(),
+            room_version: "1".into(),
+            invitee: "@b:us".into(),
+            sender: "@a:a".into(),
+            origin: "a".into(),
+            origin_server_ts: 1,
+            received_ts: 2,
+            api_version: 2,
+            event_fingerprint: "fp".into(),
+            signed_event: "{}".into(),
+            state: InviteState::Pending,
+            room_state: vec![],
+            warnings: vec![],
+        };
+        for (i, state) in InviteState::ALL.iter().enumerate() {
+            invite.event_id = format!("$e{i}");
+            invite.state = *state;
+            store.insert_invite(&invite).unwrap();
+            let listed = store.list_invites(None, Some(*state)).unwrap();
+            assert_eq!(listed.len(), 1, "{state}");
+            assert_eq!(listed[0].state, *state);
+        }
+        let bad = store.conn.execute(
+            "UPDATE invites SET state = 'lost' WHERE event_id = '$e0'",
+            [],
+        );
+        assert!(
+            bad.is_err(),
+            "the schema refuses a state the enum does not know"
+        );
     }
 }

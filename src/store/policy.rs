@@ -3,16 +3,63 @@
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use super::{Context, Store, StoreError};
+use super::{Context, Store, StoreError, text_enum};
+
+text_enum! {
+    /// What an operator rule's pattern is matched against (`policy_rules.kind`).
+    pub enum RuleKind {
+        /// Server names: the origin, the inviter's server and the room ID's server.
+        Server = "server",
+        /// Full user IDs: the inviter.
+        User = "user",
+    }
+}
+
+text_enum! {
+    /// What an operator rule does when it matches (`policy_rules.action`).
+    pub enum RuleAction {
+        /// Refuse with 403 `M_FORBIDDEN`.
+        Deny = "deny",
+        /// In allow-list mode, only servers matching an allow rule may invite.
+        Allow = "allow",
+        /// Co-sign and answer as usual, store as `ignored`.
+        Ignore = "ignore",
+    }
+}
+
+text_enum! {
+    /// The operator's on/off switches (`policy_settings.name`).
+    pub enum Switch {
+        /// Refuse every invite.
+        RefuseAll = "refuse_all",
+        /// Only servers matching an allow rule may invite.
+        AllowListMode = "allow_list_mode",
+        /// Only invitees listed in `local_users`.
+        KnownUsersOnly = "known_users_only",
+    }
+}
+
+text_enum! {
+    /// A local user's invite settings: the columns of `local_users`, each holding the JSON a
+    /// client sets as account data.
+    pub enum UserSetting {
+        /// `m.invite_permission_config` (spec v1.18, MSC4380).
+        InvitePermissionConfig = "invite_permission_config",
+        /// `org.matrix.msc4155.invite_permission_config` (MSC4155).
+        Msc4155Config = "msc4155_config",
+        /// `m.ignored_user_list`.
+        IgnoredUserList = "ignored_user_list",
+    }
+}
 
 /// An operator rule (table `policy_rules`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRule {
-    /// `server` or `user`.
-    pub kind: String,
+    pub kind: RuleKind,
     pub pattern: String,
-    /// `deny`, `allow` or `ignore`.
-    pub action: String,
+    pub action: RuleAction,
+    /// `config` for rules from the config file (replaced at each start); `cli` or anything
+    /// else for rules added later.
     pub source: String,
 }
 
@@ -97,33 +144,34 @@ impl Store {
     }
 
     /// Switches set in the database (absent ones fall back to the config file).
-    pub fn policy_settings(&self) -> Result<Vec<(String, bool)>, StoreError> {
+    pub fn policy_settings(&self) -> Result<Vec<(Switch, bool)>, StoreError> {
         self.query_all(
             "SELECT name, value FROM policy_settings",
             [],
             "policy settings",
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)? == "true")),
+            |r| Ok((r.get::<_, Switch>(0)?, r.get::<_, String>(1)? == "true")),
         )
     }
 
     /// Sets a switch, or with `None` removes it (back to the config file's value).
     pub fn set_policy_setting(
         &mut self,
-        name: &str,
+        switch: Switch,
         value: Option<bool>,
     ) -> Result<(), StoreError> {
         match value {
             Some(v) => self.conn.execute(
                 "INSERT INTO policy_settings (name, value) VALUES (?1, ?2)
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                params![name, if v { "true" } else { "false" }],
+                params![switch, if v { "true" } else { "false" }],
             ),
-            None => self
-                .conn
-                .execute("DELETE FROM policy_settings WHERE name = ?1", params![name]),
+            None => self.conn.execute(
+                "DELETE FROM policy_settings WHERE name = ?1",
+                params![switch],
+            ),
         }
         .map(|_| ())
-        .context(|| format!("cannot set {name}"))
+        .context(|| format!("cannot set {switch}"))
     }
 
     /// A local user's settings; `None` if the user is not in `local_users`.
@@ -157,37 +205,73 @@ impl Store {
             .context(|| format!("cannot add {user_id}"))
     }
 
-    /// Sets one of a user's invite settings (`invite_permission_config`, `msc4155_config`,
-    /// `ignored_user_list`) to JSON text or NULL, adding the user if needed.
+    /// Sets one of a user's invite settings to JSON text or NULL, adding the user if needed.
     pub fn set_user_setting(
         &mut self,
         user_id: &str,
-        column: &str,
+        setting: UserSetting,
         json: Option<&str>,
     ) -> Result<(), StoreError> {
-        let sql = match column {
-            "invite_permission_config" => {
+        let sql = match setting {
+            UserSetting::InvitePermissionConfig => {
                 "INSERT INTO local_users (user_id, invite_permission_config) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO UPDATE SET invite_permission_config = excluded.invite_permission_config"
             }
-            "msc4155_config" => {
+            UserSetting::Msc4155Config => {
                 "INSERT INTO local_users (user_id, msc4155_config) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO UPDATE SET msc4155_config = excluded.msc4155_config"
             }
-            "ignored_user_list" => {
+            UserSetting::IgnoredUserList => {
                 "INSERT INTO local_users (user_id, ignored_user_list) VALUES (?1, ?2)
                  ON CONFLICT (user_id) DO UPDATE SET ignored_user_list = excluded.ignored_user_list"
-            }
-            other => {
-                return Err(StoreError {
-                    context: format!("no user setting {other}"),
-                    source: None,
-                });
             }
         };
         self.conn
             .execute(sql, params![user_id, json])
             .map(|_| ())
-            .context(|| format!("cannot set {column} of {user_id}"))
+            .context(|| format!("cannot set {setting} of {user_id}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::temp_store;
+
+    /// Each enum and its schema CHECK list name the same values.
+    #[test]
+    fn every_name_is_allowed_by_the_schema() {
+        let (_dir, mut store) = temp_store();
+        for kind in RuleKind::ALL {
+            for action in RuleAction::ALL {
+                let rule = PolicyRule {
+                    kind: *kind,
+                    pattern: "*.example".into(),
+                    action: *action,
+                    source: "cli".into(),
+                };
+                assert!(store.add_policy_rule(&rule, 1).unwrap());
+            }
+        }
+        let rules = store.policy_rules().unwrap();
+        assert_eq!(rules.len(), RuleKind::ALL.len() * RuleAction::ALL.len());
+        for switch in Switch::ALL {
+            store.set_policy_setting(*switch, Some(true)).unwrap();
+        }
+        assert_eq!(store.policy_settings().unwrap().len(), Switch::ALL.len());
+        for setting in UserSetting::ALL {
+            store
+                .set_user_setting("@u:us", *setting, Some("{}"))
+                .unwrap();
+        }
+        let u = store.user_settings("@u:us").unwrap().unwrap();
+        assert_eq!(
+            (
+                u.invite_permission_config,
+                u.msc4155_config,
+                u.ignored_user_list
+            ),
+            (Some("{}".into()), Some("{}".into()), Some("{}".into()))
+        );
     }
 }
