@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
@@ -197,6 +197,8 @@ impl Keyring {
         self.get_inner(server, key_id, purpose, true)
     }
 
+    /// The steps of a lookup: the cache; then, one fetch per server at a time, a look at
+    /// what the fetch we waited for found; then our own fetch.
     fn get_inner(
         &self,
         server: &ServerName,
@@ -205,63 +207,95 @@ impl Keyring {
         allow_notary: bool,
     ) -> Result<VerifyKey, KeyError> {
         let name = server.as_str();
-        if let Some(found) = self.cached(name, key_id, purpose) {
-            return found;
+        if let Some(key) = self.cached(name, key_id, purpose) {
+            return Ok(key);
         }
-        // A fetch is needed. Refuse at once while backing off after a failure.
-        let fetch_lock = {
-            let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
-            let state = self.state_mut(&mut servers, name);
-            if let Some(until) = state.failed_until
-                && until > Instant::now()
-            {
-                return Err(KeyError::FetchFailed {
-                    server: name.to_owned(),
-                    why: format!("{} (not retrying yet)", state.last_error),
-                });
-            }
-            state.fetch_lock.clone()
-        };
+        let fetch_lock = self.fetch_lock_unless_backing_off(name)?;
         // Notary key lookups happen inside a fetch that is already counted.
-        let _blocked = if allow_notary {
-            if self.blocked.fetch_add(1, Ordering::SeqCst) >= self.max_blocked {
-                self.blocked.fetch_sub(1, Ordering::SeqCst);
-                return Err(KeyError::Busy);
-            }
-            Some(Blocked(&self.blocked))
+        let _waiting = if allow_notary {
+            Some(self.count_waiter()?)
         } else {
             None
         };
-        let _fetching = fetch_lock.lock().map_err(|_| KeyError::Busy)?;
-
-        // Another request may have fetched while we waited: look again, and do not refetch a
-        // server that answered moments ago (an unknown key ID then stays unknown).
-        if let Some(found) = self.cached(name, key_id, purpose) {
+        let _fetching = lock(&fetch_lock);
+        if let Some(found) = self.found_by_the_fetch_we_waited_for(name, key_id, purpose) {
             return found;
         }
-        {
-            let servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
-            if let Some(state) = servers.get(name) {
-                if let Some(until) = state.failed_until
-                    && until > Instant::now()
-                {
-                    return Err(KeyError::FetchFailed {
-                        server: name.to_owned(),
-                        why: state.last_error.clone(),
-                    });
-                }
-                if state.last_fetch.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
-                    return Err(miss_reason(state, name, key_id));
-                }
-            }
+        self.fetch_and_remember(server, key_id, purpose, allow_notary)?;
+        match self.cached(name, key_id, purpose) {
+            Some(key) => Ok(key),
+            None => Err(miss_reason(lock(&self.servers).get(name), name, key_id)),
         }
+    }
 
+    /// The server's fetch lock, or the remembered failure while we back off after one.
+    fn fetch_lock_unless_backing_off(&self, name: &str) -> Result<Arc<Mutex<()>>, KeyError> {
+        let mut servers = lock(&self.servers);
+        let state = self.state_mut(&mut servers, name);
+        if let Some(until) = state.failed_until
+            && until > Instant::now()
+        {
+            return Err(KeyError::FetchFailed {
+                server: name.to_owned(),
+                why: format!("{} (not retrying yet)", state.last_error),
+            });
+        }
+        Ok(state.fetch_lock.clone())
+    }
+
+    /// Counts one more worker waiting on a fetch, or says we are too busy.
+    fn count_waiter(&self) -> Result<Blocked<'_>, KeyError> {
+        if self.blocked.fetch_add(1, Ordering::SeqCst) >= self.max_blocked {
+            self.blocked.fetch_sub(1, Ordering::SeqCst);
+            return Err(KeyError::Busy);
+        }
+        Ok(Blocked(&self.blocked))
+    }
+
+    /// After waiting for the server's fetch lock: another request may have fetched
+    /// meanwhile. `None` when we should fetch ourselves; otherwise the answer, which may be
+    /// "unknown" (a server that answered moments ago is not asked again).
+    fn found_by_the_fetch_we_waited_for(
+        &self,
+        name: &str,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+    ) -> Option<Result<VerifyKey, KeyError>> {
+        if let Some(key) = self.cached(name, key_id, purpose) {
+            return Some(Ok(key));
+        }
+        let servers = lock(&self.servers);
+        let state = servers.get(name)?;
+        if let Some(until) = state.failed_until
+            && until > Instant::now()
+        {
+            return Some(Err(KeyError::FetchFailed {
+                server: name.to_owned(),
+                why: state.last_error.clone(),
+            }));
+        }
+        if state.last_fetch.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
+            return Some(Err(miss_reason(Some(state), name, key_id)));
+        }
+        None
+    }
+
+    /// Fetches and records the outcome: keys saved and cached, or the failure remembered
+    /// with a growing backoff.
+    fn fetch_and_remember(
+        &self,
+        server: &ServerName,
+        key_id: &KeyId,
+        purpose: KeyPurpose,
+        allow_notary: bool,
+    ) -> Result<(), KeyError> {
+        let name = server.as_str();
         match self.fetch(server, key_id, purpose, allow_notary) {
             Ok(rows) => {
                 if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
                     log::error!("cannot save keys of {name}: {e}");
                 }
-                let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+                let mut servers = lock(&self.servers);
                 let state = self.state_mut(&mut servers, name);
                 for row in &rows {
                     if let Some(k) = remote_key_from_row(row) {
@@ -271,10 +305,11 @@ impl Keyring {
                 state.last_fetch = Some(Instant::now());
                 state.failed_until = None;
                 state.backoff = Duration::ZERO;
+                Ok(())
             }
             Err(e) => {
                 log::info!("key fetch for {name} failed: {e}");
-                let mut servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
+                let mut servers = lock(&self.servers);
                 let state = self.state_mut(&mut servers, name);
                 state.backoff = if state.backoff.is_zero() {
                     BACKOFF_START
@@ -283,51 +318,39 @@ impl Keyring {
                 };
                 state.failed_until = Some(Instant::now() + state.backoff);
                 state.last_error = e.0.clone();
-                return Err(KeyError::FetchFailed {
+                Err(KeyError::FetchFailed {
                     server: name.to_owned(),
                     why: e.0,
-                });
-            }
-        }
-        match self.cached(name, key_id, purpose) {
-            Some(found) => found,
-            None => {
-                let servers = self.servers.lock().map_err(|_| KeyError::Busy)?;
-                Err(match servers.get(name) {
-                    Some(state) => miss_reason(state, name, key_id),
-                    None => KeyError::Unknown {
-                        server: name.to_owned(),
-                        key_id: key_id.to_string(),
-                    },
                 })
             }
         }
     }
 
-    /// `Some(Ok)` for a usable cached key; `Some(Err)` never; `None` when a fetch could help.
-    fn cached(
-        &self,
-        name: &str,
-        key_id: &KeyId,
-        purpose: KeyPurpose,
-    ) -> Option<Result<VerifyKey, KeyError>> {
-        let mut servers = self.servers.lock().ok()?;
-        let state = self.state_mut(&mut servers, name);
-        if !state.loaded {
-            match self.store.with(|s| s.remote_keys(name)) {
-                Ok(rows) => {
+    /// A cached key usable for `purpose`. The first look at a server loads its keys from the
+    /// database, outside the map's lock: one slow read must not stall every other lookup.
+    fn cached(&self, name: &str, key_id: &KeyId, purpose: KeyPurpose) -> Option<VerifyKey> {
+        let loaded = lock(&self.servers).get(name).is_some_and(|s| s.loaded);
+        if !loaded {
+            let rows = self.store.with(|s| s.remote_keys(name));
+            let mut servers = lock(&self.servers);
+            let state = self.state_mut(&mut servers, name);
+            match rows {
+                // A fetch may have filled the cache meanwhile: keep what it found.
+                Ok(rows) if !state.loaded => {
                     for row in &rows {
                         if let Some(k) = remote_key_from_row(row) {
-                            state.keys.insert(row.key_id.clone(), k);
+                            state.keys.entry(row.key_id.clone()).or_insert(k);
                         }
                     }
                     state.loaded = true;
                 }
+                Ok(_) => {}
                 Err(e) => log::error!("cannot read keys of {name}: {e}"),
             }
         }
-        let key = state.keys.get(key_id.as_str())?;
-        key.usable_for(purpose).then_some(Ok(key.key))
+        let servers = lock(&self.servers);
+        let key = servers.get(name)?.keys.get(key_id.as_str())?;
+        key.usable_for(purpose).then_some(key.key)
     }
 
     fn state_mut<'a>(
@@ -449,9 +472,15 @@ impl Keyring {
     }
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked (a cache and fetch
+/// slots): a poisoned lock must not mark a server busy forever.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Why a key is missing after fetching: unknown, or known but not valid for the purpose.
-fn miss_reason(state: &ServerState, name: &str, key_id: &KeyId) -> KeyError {
-    if state.keys.contains_key(key_id.as_str()) {
+fn miss_reason(state: Option<&ServerState>, name: &str, key_id: &KeyId) -> KeyError {
+    if state.is_some_and(|s| s.keys.contains_key(key_id.as_str())) {
         KeyError::NotValid {
             server: name.to_owned(),
             key_id: key_id.to_string(),
@@ -612,5 +641,63 @@ mod tests {
         assert!(key(None, Some(1000), 0).usable_for(ev(1000, true)));
         assert!(key(None, Some(1000), 0).usable_for(ev(1000, false)));
         assert!(!key(None, Some(999), 0).usable_for(ev(1000, false)));
+    }
+
+    /// Another process holds the database (here: an exclusive lock, so every read waits for
+    /// its busy timeout). A lookup that must read the database waits; a lookup of a server
+    /// already in memory must not wait behind it.
+    #[test]
+    fn a_slow_database_read_does_not_stall_other_lookups() {
+        use crate::store::{Store, StorePool};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let now = crate::time::now_ms();
+        let mut store = Store::open(&path).unwrap();
+        store
+            .save_remote_keys(&[RemoteKeyRow {
+                server_name: "b.example".into(),
+                key_id: "ed25519:k".into(),
+                public_key: "XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI".into(),
+                valid_until_ts: Some(now + 3_600_000),
+                expired_ts: None,
+                fetched_ts: now,
+                fetched_from: "b.example".into(),
+            }])
+            .unwrap();
+        store.close().unwrap();
+        let pool = Arc::new(StorePool::new(&path));
+        let keyring = Keyring::new(
+            ServerName::parse("us.example").unwrap(),
+            &crate::config::Config::embedded_default().federation,
+            pool.clone(),
+            4,
+        )
+        .unwrap();
+        let key_id = KeyId::parse("ed25519:k").unwrap();
+        let purpose = KeyPurpose::Request { now_ms: now };
+        assert!(keyring.cached("b.example", &key_id, purpose).is_some());
+        // An exclusive lock needs every other connection closed.
+        pool.close().unwrap();
+
+        let hog = rusqlite::Connection::open(&path).unwrap();
+        hog.execute_batch(
+            "PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;
+             UPDATE policy_version SET version = version + 1;",
+        )
+        .unwrap();
+        std::thread::scope(|scope| {
+            let slow = scope.spawn(|| keyring.cached("a.example", &key_id, purpose));
+            std::thread::sleep(Duration::from_millis(300));
+            let started = Instant::now();
+            let other = keyring.cached("b.example", &key_id, purpose);
+            let waited = started.elapsed();
+            drop(hog);
+            assert!(other.is_some());
+            assert!(
+                waited < Duration::from_secs(1),
+                "a cached lookup waited {waited:?} behind another server's database read"
+            );
+            assert!(slow.join().unwrap().is_none());
+        });
     }
 }
