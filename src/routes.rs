@@ -35,6 +35,28 @@ pub struct App {
     pub verified_state: invite::VerifiedPdus,
 }
 
+/// Decodes one percent-encoded path segment (after the path was split on `/`).
+pub fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            // Two hex digits exactly: `u8::from_str_radix` alone would take "+f".
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// The endpoints we know, for telling 404 from 405.
 enum Route<'a> {
     ServerKeys,
@@ -88,6 +110,15 @@ impl App {
             (Route::Version, "GET") => Ok(json_response(200, &version_body())),
             (Route::QueryProfile, "GET") => self.query_profile(request, origin),
             (Route::Invite(api, room, event), "PUT") => {
+                let decode = |segment, what| {
+                    percent_decode(segment).ok_or_else(|| {
+                        MatrixError::new(
+                            ErrCode::InvalidParam,
+                            format!("Bad percent-encoding of {what}"),
+                        )
+                    })
+                };
+                let (room, event) = (decode(room, "roomId")?, decode(event, "eventId")?);
                 let ctx = InviteContext {
                     our_name: &self.server_name,
                     signing_key: &self.signing_key,
@@ -99,7 +130,7 @@ impl App {
                     verified_state: &self.verified_state,
                     now_ms: now_ms(),
                 };
-                invite::handle(&ctx, request, api, room, event, origin)
+                invite::handle(&ctx, request, api, &room, &event, origin)
             }
             (_, method) => Err(MatrixError::method_not_allowed(method)),
         }
@@ -120,7 +151,7 @@ impl App {
             .unwrap_or("")
             .split('&')
             .find_map(|pair| pair.strip_prefix("user_id="))
-            .and_then(invite::percent_decode)
+            .and_then(percent_decode)
             .ok_or_else(|| MatrixError::new(ErrCode::MissingParam, "Missing user_id"))?;
         let user = invited_matrix::UserId::parse(&user_id)
             .map_err(|e| MatrixError::new(ErrCode::InvalidParam, e.to_string()))?;
@@ -190,6 +221,22 @@ impl Handler for App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("%21r%3Adomain").as_deref(),
+            Some("!r:domain")
+        );
+        assert_eq!(percent_decode("%24a%2Fb%2Bc").as_deref(), Some("$a/b+c"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(percent_decode("%2"), None);
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        // `+` is not a hex digit, though `u8::from_str_radix("+f", 16)` says 15.
+        assert_eq!(percent_decode("%+f"), None);
+        assert_eq!(percent_decode("a%2"), None);
+    }
 
     #[test]
     fn routes() {

@@ -197,6 +197,29 @@ impl Keyring {
         self.get_inner(server, key_id, purpose, true)
     }
 
+    /// Key lookup for event signatures (what `verify_event_signatures` asks for), under a
+    /// room version's validity rule; a key we cannot get is `None` (logged at debug).
+    pub fn event_keys(
+        &self,
+        origin_server_ts: i64,
+        enforce_validity: bool,
+    ) -> impl Fn(&str, &KeyId) -> Option<VerifyKey> + '_ {
+        move |server: &str, key_id: &KeyId| {
+            let server = ServerName::parse(server).ok()?;
+            let purpose = KeyPurpose::Event {
+                origin_server_ts,
+                enforce_validity,
+            };
+            match self.get(&server, key_id, purpose) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    log::debug!("event key {key_id} of {server}: {e}");
+                    None
+                }
+            }
+        }
+    }
+
     /// The steps of a lookup: the cache; then, one fetch per server at a time, a look at
     /// what the fetch we waited for found; then our own fetch.
     fn get_inner(

@@ -8,20 +8,22 @@
 use invited_http::{Request, Response};
 use invited_matrix::json::{self, Object, Value};
 use invited_matrix::{
-    ErrCode, EventBytes, EventFormat, KeyId, RoomId, RoomVersion, ServerName, SigningKey, UserId,
-    VerifyKey, base64, check_content_hash, check_strict, event_id_with, room_id_from_create_event,
-    sign_event_with, verify_event_signatures, verify_event_signatures_with,
+    ErrCode, EventBytes, EventFormat, RoomId, RoomVersion, ServerName, SigningKey, UserId, base64,
+    check_content_hash, check_strict, event_id_with, sign_event_with, verify_event_signatures_with,
 };
 use sha2::{Digest, Sha256};
 
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
-use crate::federation::keyring::{KeyPurpose, Keyring};
+use crate::federation::keyring::Keyring;
 use crate::policy::{Decision, InviteFacts, Policy};
-use crate::store::{
-    InviteState, NewInvite, RefusalRow, RoomStateRow, StoreError, StorePool, StoredInvite,
-};
+mod room_state;
+
+pub use room_state::VerifiedPdus;
+use room_state::check_room_state;
+
+use crate::store::{InviteState, NewInvite, RefusalRow, StoreError, StorePool, StoredInvite};
 use crate::writer::Writer;
 
 /// The largest invite event we accept, as canonical JSON (the spec's PDU limit).
@@ -81,7 +83,7 @@ struct Known {
     event_id: Option<String>,
 }
 
-fn invalid(why: impl Into<String>) -> MatrixError {
+pub(super) fn invalid(why: impl Into<String>) -> MatrixError {
     MatrixError::new(ErrCode::InvalidParam, why)
 }
 
@@ -90,40 +92,16 @@ fn store_failed(e: StoreError) -> MatrixError {
     MatrixError::internal()
 }
 
-/// Decodes one percent-encoded path segment (after the path was split on `/`).
-pub fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Handles one invite request; `origin` is set as soon as the request is authenticated (for
-/// the request log).
+/// Handles one invite request for the (percent-decoded) room and event IDs of its path;
+/// `origin` is set as soon as the request is authenticated (for the request log).
 pub fn handle(
     ctx: &InviteContext<'_>,
     request: &Request,
     api: Api,
-    room_segment: &str,
-    event_segment: &str,
+    path_room_id: &str,
+    path_event_id: &str,
     origin: &mut Option<ServerName>,
 ) -> Result<Response, MatrixError> {
-    let path_room_id =
-        percent_decode(room_segment).ok_or_else(|| invalid("Bad percent-encoding of roomId"))?;
-    let path_event_id =
-        percent_decode(event_segment).ok_or_else(|| invalid("Bad percent-encoding of eventId"))?;
-
     // 1. The body must be JSON before we can check the signature over it; then authenticate.
     if request.body.is_empty() {
         return Err(MatrixError::not_json("The request body is empty"));
@@ -144,8 +122,8 @@ pub fn handle(
     let result = handle_authenticated(
         ctx,
         api,
-        &path_room_id,
-        &path_event_id,
+        path_room_id,
+        path_event_id,
         &body,
         &sender_server,
         &mut known,
@@ -220,7 +198,9 @@ fn handle_authenticated(
     }
 
     // 6. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
-    let keys = event_keys(ctx.keyring, checked.origin_server_ts, version);
+    let keys = ctx
+        .keyring
+        .event_keys(checked.origin_server_ts, version.enforce_key_validity);
     verify_event_signatures_with(&event, version, &bytes, &keys)
         .map_err(|e| invalid(format!("The invite event's signature check failed: {e}")))?;
     check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
@@ -639,224 +619,9 @@ fn check_invite_semantics(
     })
 }
 
-/// Key lookup for event signatures under the room version's validity rule.
-fn event_keys<'a>(
-    keyring: &'a Keyring,
-    origin_server_ts: i64,
-    version: &'a RoomVersion,
-) -> impl Fn(&str, &KeyId) -> Option<VerifyKey> + 'a {
-    move |server: &str, key_id: &KeyId| {
-        let server = ServerName::parse(server).ok()?;
-        let purpose = KeyPurpose::Event {
-            origin_server_ts,
-            enforce_validity: version.enforce_key_validity,
-        };
-        match keyring.get(&server, key_id, purpose) {
-            Ok(k) => Some(k),
-            Err(e) => {
-                log::debug!("event key {key_id} of {server}: {e}");
-                None
-            }
-        }
-    }
-}
-
-/// A bounded memory of `invite_room_state` PDUs whose signatures verified recently, keyed by
-/// the SHA-256 of the room version and the PDU's exact canonical JSON (signatures included).
-///
-/// Every invite to a room carries the same create event and state; a wave of invites to one
-/// room would otherwise verify the same signatures again and again. Identical bytes verify
-/// identically under the same keys, and entries expire so key changes are seen.
-pub struct VerifiedPdus {
-    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
-}
-
-impl VerifiedPdus {
-    /// How long a verification is remembered.
-    const TTL: std::time::Duration = std::time::Duration::from_secs(600);
-    /// Entries at most.
-    const MAX: usize = 8192;
-
-    pub fn new() -> VerifiedPdus {
-        VerifiedPdus {
-            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    fn key(version: &RoomVersion, canonical_pdu: Option<&str>) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(version.id.as_bytes());
-        h.update([0]);
-        h.update(canonical_pdu.unwrap_or_default().as_bytes());
-        h.finalize().into()
-    }
-
-    fn contains(&self, key: &[u8; 32]) -> bool {
-        self.seen
-            .lock()
-            .ok()
-            .and_then(|m| m.get(key).copied())
-            .is_some_and(|at| at.elapsed() < Self::TTL)
-    }
-
-    fn insert(&self, key: [u8; 32]) {
-        if let Ok(mut m) = self.seen.lock() {
-            if m.len() >= Self::MAX {
-                m.retain(|_, at| at.elapsed() < Self::TTL);
-                if m.len() >= Self::MAX {
-                    m.clear();
-                }
-            }
-            m.insert(key, std::time::Instant::now());
-        }
-    }
-}
-
-impl Default for VerifiedPdus {
-    fn default() -> Self {
-        VerifiedPdus::new()
-    }
-}
-
-/// Whether a state entry is a full PDU (as opposed to the 4-key stripped form).
-fn is_full_pdu(entry: &Object) -> bool {
-    [
-        "hashes",
-        "signatures",
-        "auth_events",
-        "prev_events",
-        "depth",
-    ]
-    .iter()
-    .any(|k| entry.contains_key(*k))
-}
-
-/// Step 7: `invite_room_state` (MSC4311). Returns the rows to store and the warnings; refuses
-/// (400 `M_INVALID_PARAM`) when the mode and room version say problems are fatal.
-fn check_room_state(
-    entries: &[Value],
-    version: &RoomVersion,
-    room_id: &RoomId,
-    keyring: &Keyring,
-    mode: RoomStateChecks,
-    verified: &VerifiedPdus,
-) -> Result<(Vec<RoomStateRow>, Vec<String>), MatrixError> {
-    let mut rows = Vec::new();
-    let mut problems: Vec<String> = Vec::new();
-    let mut create_seen = false;
-    for (i, entry) in entries.iter().enumerate() {
-        let Some(obj) = entry.as_object() else {
-            problems.push(format!("invite_room_state[{i}] is not an object"));
-            continue;
-        };
-        let (Some(event_type), Some(state_key), Some(sender), Some(content)) = (
-            obj.get("type").and_then(Value::as_str),
-            obj.get("state_key").and_then(Value::as_str),
-            obj.get("sender").and_then(Value::as_str),
-            obj.get("content").and_then(Value::as_object),
-        ) else {
-            problems.push(format!(
-                "invite_room_state[{i}] lacks type, state_key, sender or content"
-            ));
-            continue;
-        };
-        let full = is_full_pdu(obj);
-        rows.push(RoomStateRow {
-            event_type: event_type.to_owned(),
-            state_key: state_key.to_owned(),
-            sender: sender.to_owned(),
-            content: Value::Object(content.clone()).to_canonical_string(),
-            pdu: full.then(|| entry.to_canonical_string()),
-        });
-        if mode == RoomStateChecks::Off {
-            continue;
-        }
-        let is_create = event_type == "m.room.create" && state_key.is_empty();
-        create_seen |= is_create;
-        let what = format!("invite_room_state[{i}] ({event_type})");
-        if !full {
-            problems.push(format!("{what} is not a full PDU"));
-            continue;
-        }
-        if version.strict_canonical_json
-            && let Err(e) = check_strict(entry)
-        {
-            problems.push(format!("{what} is {e}"));
-            continue;
-        }
-        if let Err(e) = check_pdu_format(obj, version) {
-            problems.push(format!("{what} is malformed: {e}"));
-            continue;
-        }
-        // In the invite's room?
-        if is_create && version.room_id_is_create_event_hash {
-            let derived = room_id_from_create_event(obj, version);
-            if &derived != room_id {
-                problems.push(format!(
-                    "{what} is the create event of {derived}, not of {room_id}"
-                ));
-            }
-        } else if obj.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
-            problems.push(format!("{what} is not in room {room_id}"));
-        }
-        if is_create {
-            let declared = content
-                .get("room_version")
-                .and_then(Value::as_str)
-                .unwrap_or("1");
-            if declared != version.id {
-                problems.push(format!(
-                    "{what} declares room version {declared}, the invite says {}",
-                    version.id
-                ));
-            }
-        }
-        let ts = obj
-            .get("origin_server_ts")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let fingerprint = VerifiedPdus::key(version, rows.last().and_then(|r| r.pdu.as_deref()));
-        if !verified.contains(&fingerprint) {
-            let keys = event_keys(keyring, ts, version);
-            match verify_event_signatures(obj, version, &keys) {
-                Ok(()) => verified.insert(fingerprint),
-                Err(e) => problems.push(format!("{what}: {e}")),
-            }
-        }
-    }
-    if mode != RoomStateChecks::Off && !create_seen {
-        problems.push("invite_room_state has no m.room.create event".to_owned());
-    }
-    let fatal = match mode {
-        RoomStateChecks::Off => false,
-        RoomStateChecks::Strict => true,
-        RoomStateChecks::Spec => version.room_id_is_create_event_hash,
-    };
-    if fatal && !problems.is_empty() {
-        return Err(invalid(format!(
-            "Invalid invite_room_state: {}",
-            problems.join("; ")
-        )));
-    }
-    Ok((rows, problems))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(
-            percent_decode("%21r%3Adomain").as_deref(),
-            Some("!r:domain")
-        );
-        assert_eq!(percent_decode("%24a%2Fb%2Bc").as_deref(), Some("$a/b+c"));
-        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-        assert_eq!(percent_decode("%2"), None);
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-    }
 
     #[test]
     fn v1_room_version_from_create_event() {

@@ -1,0 +1,196 @@
+//! `invite_room_state` (MSC4311): which entries are full PDUs, whether they belong to the
+//! invite's room and verify, and what to store. Spec:
+//! <https://spec.matrix.org/v1.16/server-server-api/#put_matrixfederationv2inviteroomideventid>
+//! and MSC4311 (room version 12 makes failures fatal).
+
+use invited_matrix::json::{Object, Value};
+use invited_matrix::{
+    RoomId, RoomVersion, check_strict, room_id_from_create_event, verify_event_signatures,
+};
+use sha2::{Digest, Sha256};
+
+use super::{check_pdu_format, invalid};
+use crate::config::RoomStateChecks;
+use crate::error::MatrixError;
+use crate::federation::keyring::Keyring;
+use crate::store::RoomStateRow;
+
+/// A bounded memory of `invite_room_state` PDUs whose signatures verified recently, keyed by
+/// the SHA-256 of the room version and the PDU's exact canonical JSON (signatures included).
+///
+/// Every invite to a room carries the same create event and state; a wave of invites to one
+/// room would otherwise verify the same signatures again and again. Identical bytes verify
+/// identically under the same keys, and entries expire so key changes are seen.
+pub struct VerifiedPdus {
+    seen: std::sync::Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+impl VerifiedPdus {
+    /// How long a verification is remembered.
+    const TTL: std::time::Duration = std::time::Duration::from_secs(600);
+    /// Entries at most.
+    const MAX: usize = 8192;
+
+    pub fn new() -> VerifiedPdus {
+        VerifiedPdus {
+            seen: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn key(version: &RoomVersion, canonical_pdu: Option<&str>) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(version.id.as_bytes());
+        h.update([0]);
+        h.update(canonical_pdu.unwrap_or_default().as_bytes());
+        h.finalize().into()
+    }
+
+    fn contains(&self, key: &[u8; 32]) -> bool {
+        self.seen
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).copied())
+            .is_some_and(|at| at.elapsed() < Self::TTL)
+    }
+
+    fn insert(&self, key: [u8; 32]) {
+        if let Ok(mut m) = self.seen.lock() {
+            if m.len() >= Self::MAX {
+                m.retain(|_, at| at.elapsed() < Self::TTL);
+                if m.len() >= Self::MAX {
+                    m.clear();
+                }
+            }
+            m.insert(key, std::time::Instant::now());
+        }
+    }
+}
+
+impl Default for VerifiedPdus {
+    fn default() -> Self {
+        VerifiedPdus::new()
+    }
+}
+
+/// Whether a state entry is a full PDU (as opposed to the 4-key stripped form).
+pub(super) fn is_full_pdu(entry: &Object) -> bool {
+    [
+        "hashes",
+        "signatures",
+        "auth_events",
+        "prev_events",
+        "depth",
+    ]
+    .iter()
+    .any(|k| entry.contains_key(*k))
+}
+
+/// Step 7: `invite_room_state` (MSC4311). Returns the rows to store and the warnings; refuses
+/// (400 `M_INVALID_PARAM`) when the mode and room version say problems are fatal.
+pub(super) fn check_room_state(
+    entries: &[Value],
+    version: &RoomVersion,
+    room_id: &RoomId,
+    keyring: &Keyring,
+    mode: RoomStateChecks,
+    verified: &VerifiedPdus,
+) -> Result<(Vec<RoomStateRow>, Vec<String>), MatrixError> {
+    let mut rows = Vec::new();
+    let mut problems: Vec<String> = Vec::new();
+    let mut create_seen = false;
+    for (i, entry) in entries.iter().enumerate() {
+        let Some(obj) = entry.as_object() else {
+            problems.push(format!("invite_room_state[{i}] is not an object"));
+            continue;
+        };
+        let (Some(event_type), Some(state_key), Some(sender), Some(content)) = (
+            obj.get("type").and_then(Value::as_str),
+            obj.get("state_key").and_then(Value::as_str),
+            obj.get("sender").and_then(Value::as_str),
+            obj.get("content").and_then(Value::as_object),
+        ) else {
+            problems.push(format!(
+                "invite_room_state[{i}] lacks type, state_key, sender or content"
+            ));
+            continue;
+        };
+        let full = is_full_pdu(obj);
+        rows.push(RoomStateRow {
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
+            sender: sender.to_owned(),
+            content: Value::Object(content.clone()).to_canonical_string(),
+            pdu: full.then(|| entry.to_canonical_string()),
+        });
+        if mode == RoomStateChecks::Off {
+            continue;
+        }
+        let is_create = event_type == "m.room.create" && state_key.is_empty();
+        create_seen |= is_create;
+        let what = format!("invite_room_state[{i}] ({event_type})");
+        if !full {
+            problems.push(format!("{what} is not a full PDU"));
+            continue;
+        }
+        if version.strict_canonical_json
+            && let Err(e) = check_strict(entry)
+        {
+            problems.push(format!("{what} is {e}"));
+            continue;
+        }
+        if let Err(e) = check_pdu_format(obj, version) {
+            problems.push(format!("{what} is malformed: {e}"));
+            continue;
+        }
+        // In the invite's room?
+        if is_create && version.room_id_is_create_event_hash {
+            let derived = room_id_from_create_event(obj, version);
+            if &derived != room_id {
+                problems.push(format!(
+                    "{what} is the create event of {derived}, not of {room_id}"
+                ));
+            }
+        } else if obj.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
+            problems.push(format!("{what} is not in room {room_id}"));
+        }
+        if is_create {
+            let declared = content
+                .get("room_version")
+                .and_then(Value::as_str)
+                .unwrap_or("1");
+            if declared != version.id {
+                problems.push(format!(
+                    "{what} declares room version {declared}, the invite says {}",
+                    version.id
+                ));
+            }
+        }
+        let ts = obj
+            .get("origin_server_ts")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let fingerprint = VerifiedPdus::key(version, rows.last().and_then(|r| r.pdu.as_deref()));
+        if !verified.contains(&fingerprint) {
+            let keys = keyring.event_keys(ts, version.enforce_key_validity);
+            match verify_event_signatures(obj, version, &keys) {
+                Ok(()) => verified.insert(fingerprint),
+                Err(e) => problems.push(format!("{what}: {e}")),
+            }
+        }
+    }
+    if mode != RoomStateChecks::Off && !create_seen {
+        problems.push("invite_room_state has no m.room.create event".to_owned());
+    }
+    let fatal = match mode {
+        RoomStateChecks::Off => false,
+        RoomStateChecks::Strict => true,
+        RoomStateChecks::Spec => version.room_id_is_create_event_hash,
+    };
+    if fatal && !problems.is_empty() {
+        return Err(invalid(format!(
+            "Invalid invite_room_state: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok((rows, problems))
+}
