@@ -1,0 +1,188 @@
+//! `invited policy …`: the operator's server and user rules and switches, kept in the
+//! database so they take effect on the next request without a restart.
+
+use clap::Subcommand;
+use invited_matrix::Value;
+
+use super::{obj, open_existing_store};
+use crate::config::Config;
+use crate::fatal::Error;
+use crate::store::{PolicyRule, RuleAction, RuleKind, Store, Switch};
+use crate::time::now_ms;
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Refuse invites (403 M_FORBIDDEN) when the origin, the inviter's server or the room's
+    /// server matches GLOB (e.g. '*.spam.example').
+    DenyServer { glob: String },
+    /// Allow servers matching GLOB (what allow-list mode lets through).
+    AllowServer { glob: String },
+    /// Silently drop invites from servers matching GLOB: answered 200, stored as ignored.
+    IgnoreServer { glob: String },
+    /// Refuse invites from users matching GLOB (full user IDs).
+    DenyUser { glob: String },
+    /// Silently drop invites from users matching GLOB.
+    IgnoreUser { glob: String },
+    /// Remove every rule with this exact GLOB.
+    Remove { glob: String },
+    /// Set a switch: refuse-all, allow-list-mode, known-users-only (on, off, or default to
+    /// fall back to the config file).
+    Set {
+        #[arg(value_parser = ["refuse-all", "allow-list-mode", "known-users-only"])]
+        switch: String,
+        #[arg(value_parser = ["on", "off", "default"])]
+        value: String,
+    },
+    /// Print the rules and switches.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> {
+    let mut store = open_existing_store(config)?;
+    let rule = |kind: RuleKind, glob: &str, action: RuleAction| -> Result<PolicyRule, Error> {
+        if glob.is_empty() || glob.contains(char::is_whitespace) {
+            return Err(Error::new(format!("bad glob {glob:?}")));
+        }
+        Ok(PolicyRule {
+            kind,
+            pattern: glob.into(),
+            action,
+            source: "cli".into(),
+        })
+    };
+    let add = |store: &mut Store, r: PolicyRule| -> Result<(), Error> {
+        let added = store.add_policy_rule(&r, now_ms())?;
+        println!(
+            "{} {} {} rule {}",
+            if added { "added" } else { "already had" },
+            r.kind,
+            r.action,
+            r.pattern
+        );
+        Ok(())
+    };
+    match command {
+        PolicyCommand::DenyServer { glob } => {
+            add(&mut store, rule(RuleKind::Server, &glob, RuleAction::Deny)?)?
+        }
+        PolicyCommand::AllowServer { glob } => add(
+            &mut store,
+            rule(RuleKind::Server, &glob, RuleAction::Allow)?,
+        )?,
+        PolicyCommand::IgnoreServer { glob } => add(
+            &mut store,
+            rule(RuleKind::Server, &glob, RuleAction::Ignore)?,
+        )?,
+        PolicyCommand::DenyUser { glob } => {
+            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Deny)?)?
+        }
+        PolicyCommand::IgnoreUser { glob } => {
+            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Ignore)?)?
+        }
+        PolicyCommand::Remove { glob } => {
+            let n = store.remove_policy_rules(&glob)?;
+            if n == 0 {
+                return Err(Error::new(format!("no rule with pattern {glob}")));
+            }
+            println!("removed {n} rule(s) for {glob}");
+        }
+        PolicyCommand::Set { switch, value } => {
+            let name = switch.replace('-', "_");
+            let switch_value =
+                Switch::parse(&name).ok_or_else(|| Error::new(format!("no switch {switch}")))?;
+            let v = match value.as_str() {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            };
+            store.set_policy_setting(switch_value, v)?;
+            println!("{switch} = {value}");
+        }
+        PolicyCommand::Show { json } => {
+            let rules = store.policy_rules()?;
+            let settings = store.policy_settings()?;
+            let p = &config.policy;
+            let effective = |switch: Switch, default: bool| {
+                let set = settings.iter().find(|(s, _)| *s == switch);
+                (switch.as_str(), set.map_or(default, |(_, v)| *v))
+            };
+            let switches = [
+                effective(Switch::RefuseAll, p.refuse_all),
+                effective(Switch::AllowListMode, p.allow_list_mode),
+                effective(Switch::KnownUsersOnly, p.known_users_only),
+            ];
+            if json {
+                let out = obj(vec![
+                    (
+                        "switches",
+                        obj(switches
+                            .iter()
+                            .map(|(n, v)| (*n, Value::Bool(*v)))
+                            .collect()),
+                    ),
+                    (
+                        "rules",
+                        Value::Array(
+                            rules
+                                .iter()
+                                .map(|r| {
+                                    obj(vec![
+                                        ("kind", r.kind.as_str().into()),
+                                        ("pattern", r.pattern.clone().into()),
+                                        ("action", r.action.as_str().into()),
+                                        ("source", r.source.clone().into()),
+                                    ])
+                                })
+                                .collect(),
+                        ),
+                    ),
+                    (
+                        "rate_limits",
+                        obj(vec![
+                            (
+                                "per_origin_per_second",
+                                Value::from(p.per_origin_per_second.to_string()),
+                            ),
+                            (
+                                "per_origin_burst",
+                                Value::int(i64::from(p.per_origin_burst)),
+                            ),
+                            (
+                                "per_invitee_per_second",
+                                Value::from(p.per_invitee_per_second.to_string()),
+                            ),
+                            (
+                                "per_invitee_burst",
+                                Value::int(i64::from(p.per_invitee_burst)),
+                            ),
+                        ]),
+                    ),
+                ]);
+                println!("{out}");
+            } else {
+                for (n, v) in switches {
+                    println!("{n}: {}", if v { "on" } else { "off" });
+                }
+                println!(
+                    "rate limits: {}/s (burst {}) per origin, {}/s (burst {}) per invitee",
+                    p.per_origin_per_second,
+                    p.per_origin_burst,
+                    p.per_invitee_per_second,
+                    p.per_invitee_burst
+                );
+                println!("{:<7} {:<7} {:<8} pattern", "kind", "action", "source");
+                for r in rules {
+                    println!(
+                        "{:<7} {:<7} {:<8} {}",
+                        r.kind, r.action, r.source, r.pattern
+                    );
+                }
+            }
+        }
+    }
+    store.close()?;
+    Ok(())
+}
