@@ -1,12 +1,13 @@
 //! `invited invites …`: list, show and reject received invites.
 
 use clap::Subcommand;
-use invited_matrix::Value;
+use serde::Serialize;
 
-use super::{obj, open_existing_store, opt, parse_json_arg};
+use super::json::{Canonical, print_json};
+use super::open_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
-use crate::store::InviteState;
+use crate::store::{InviteDetails, InviteState, InviteSummary, RoomStateRow};
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -39,6 +40,104 @@ pub enum InvitesCommand {
     },
 }
 
+/// One row of `invites list --json`. Fields in code-point order (see [`super::json`]).
+#[derive(Serialize)]
+struct ListedInvite<'a> {
+    event_id: &'a str,
+    invitee: &'a str,
+    origin: &'a str,
+    origin_server_ts: i64,
+    received_ts: i64,
+    room_id: &'a str,
+    room_name: Option<&'a str>,
+    room_version: &'a str,
+    sender: &'a str,
+    state: &'static str,
+}
+
+impl<'a> From<&'a InviteSummary> for ListedInvite<'a> {
+    fn from(i: &'a InviteSummary) -> Self {
+        ListedInvite {
+            event_id: &i.event_id,
+            invitee: &i.invitee,
+            origin: &i.origin,
+            origin_server_ts: i.origin_server_ts,
+            received_ts: i.received_ts,
+            room_id: &i.room_id,
+            room_name: i.room_name.as_deref(),
+            room_version: &i.room_version,
+            sender: &i.sender,
+            state: i.state.as_str(),
+        }
+    }
+}
+
+/// `invites show`. Fields in code-point order (see [`super::json`]).
+#[derive(Serialize)]
+struct ShownInvite<'a> {
+    /// The co-signed event as we answered it.
+    event: Canonical,
+    event_id: &'a str,
+    invite_room_state: Vec<ShownStateEntry<'a>>,
+    invitee: &'a str,
+    origin: &'a str,
+    received_ts: i64,
+    room_id: &'a str,
+    room_version: &'a str,
+    sender: &'a str,
+    state: &'static str,
+    warnings: &'a [String],
+}
+
+/// One `invite_room_state` entry in its client (stripped) form.
+#[derive(Serialize)]
+struct ShownStateEntry<'a> {
+    content: Canonical,
+    /// Whether the entry came as a full PDU.
+    full_pdu: bool,
+    sender: &'a str,
+    state_key: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+}
+
+impl<'a> ShownInvite<'a> {
+    /// Fails when stored JSON does not parse (state entries are checked before the event).
+    fn new(details: &'a InviteDetails) -> Result<Self, Error> {
+        let invite_room_state = details
+            .room_state
+            .iter()
+            .map(ShownStateEntry::new)
+            .collect::<Result<_, Error>>()?;
+        let s = &details.summary;
+        Ok(ShownInvite {
+            event: Canonical::parse(&details.signed_event, "stored event")?,
+            event_id: &s.event_id,
+            invite_room_state,
+            invitee: &s.invitee,
+            origin: &s.origin,
+            received_ts: s.received_ts,
+            room_id: &s.room_id,
+            room_version: &s.room_version,
+            sender: &s.sender,
+            state: s.state.as_str(),
+            warnings: &details.warnings,
+        })
+    }
+}
+
+impl<'a> ShownStateEntry<'a> {
+    fn new(r: &'a RoomStateRow) -> Result<Self, Error> {
+        Ok(ShownStateEntry {
+            content: Canonical::parse(&r.content, "stored content")?,
+            full_pdu: r.pdu.is_some(),
+            sender: &r.sender,
+            state_key: &r.state_key,
+            event_type: &r.event_type,
+        })
+    }
+}
+
 pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error> {
     let mut store = open_existing_store(config)?;
     match command {
@@ -52,24 +151,8 @@ pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error>
             };
             let invites = store.list_invites(user.as_deref(), state)?;
             if json {
-                let items = invites
-                    .iter()
-                    .map(|i| {
-                        obj(vec![
-                            ("event_id", i.event_id.clone().into()),
-                            ("room_id", i.room_id.clone().into()),
-                            ("room_version", i.room_version.clone().into()),
-                            ("room_name", opt(&i.room_name)),
-                            ("invitee", i.invitee.clone().into()),
-                            ("sender", i.sender.clone().into()),
-                            ("origin", i.origin.clone().into()),
-                            ("origin_server_ts", Value::int(i.origin_server_ts)),
-                            ("received_ts", Value::int(i.received_ts)),
-                            ("state", i.state.as_str().into()),
-                        ])
-                    })
-                    .collect();
-                println!("{}", Value::Array(items));
+                let items: Vec<ListedInvite> = invites.iter().map(ListedInvite::from).collect();
+                print_json(&items)?;
             } else {
                 println!(
                     "{:<9} {:<28} {:<28} {:<20} {:<14} event_id",
@@ -92,39 +175,7 @@ pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error>
             let Some(details) = store.invite_details(&event_id)? else {
                 return Err(Error::new(format!("no invite {event_id}")));
             };
-            let summary = details.summary;
-            let signed = details.signed_event;
-            let warnings = details.warnings;
-            let state = details
-                .room_state
-                .iter()
-                .map(|r| {
-                    Ok(obj(vec![
-                        ("type", r.event_type.clone().into()),
-                        ("state_key", r.state_key.clone().into()),
-                        ("sender", r.sender.clone().into()),
-                        ("content", parse_json_arg(&r.content, "stored content")?),
-                        ("full_pdu", Value::Bool(r.pdu.is_some())),
-                    ]))
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
-            let out = obj(vec![
-                ("event_id", summary.event_id.into()),
-                ("room_id", summary.room_id.into()),
-                ("room_version", summary.room_version.into()),
-                ("invitee", summary.invitee.into()),
-                ("sender", summary.sender.into()),
-                ("origin", summary.origin.into()),
-                ("state", summary.state.as_str().into()),
-                ("received_ts", Value::int(summary.received_ts)),
-                ("event", parse_json_arg(&signed, "stored event")?),
-                ("invite_room_state", Value::Array(state)),
-                (
-                    "warnings",
-                    Value::Array(warnings.into_iter().map(Value::from).collect()),
-                ),
-            ]);
-            println!("{out}");
+            print_json(&ShownInvite::new(&details)?)?;
         }
         InvitesCommand::Reject {
             event_id,
@@ -160,4 +211,82 @@ pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error>
     }
     store.close()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::tests::assert_canonical;
+    use super::*;
+
+    fn summary(room_name: Option<&str>) -> InviteSummary {
+        InviteSummary {
+            event_id: "$e".into(),
+            room_id: "!r:remote.test".into(),
+            room_version: "5".into(),
+            invitee: "@bob:example.test".into(),
+            sender: "@alice:remote.test".into(),
+            origin: "remote.test".into(),
+            origin_server_ts: 1,
+            received_ts: 2,
+            state: InviteState::Ignored,
+            room_name: room_name.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn list_json_is_what_it_always_was() {
+        let rows = [summary(Some("Room")), summary(None)];
+        let items: Vec<ListedInvite> = rows.iter().map(ListedInvite::from).collect();
+        let row = r#""event_id":"$e","invitee":"@bob:example.test","origin":"remote.test","origin_server_ts":1,"received_ts":2,"room_id":"!r:remote.test""#;
+        let rest = r#""room_version":"5","sender":"@alice:remote.test","state":"ignored""#;
+        assert_eq!(
+            assert_canonical(&items),
+            format!(r#"[{{{row},"room_name":"Room",{rest}}},{{{row},"room_name":null,{rest}}}]"#)
+        );
+    }
+
+    #[test]
+    fn show_json_is_what_it_always_was() {
+        let details = InviteDetails {
+            summary: summary(None),
+            signed_event: r#"{"type":"m.room.member","content":{"f":1.0E20}}"#.into(),
+            room_state: vec![RoomStateRow {
+                event_type: "m.room.name".into(),
+                state_key: "".into(),
+                sender: "@alice:remote.test".into(),
+                content: r#"{"name":"Room"}"#.into(),
+                pdu: Some("{}".into()),
+            }],
+            warnings: vec!["w1".into()],
+        };
+        assert_eq!(
+            assert_canonical(&ShownInvite::new(&details).unwrap()),
+            concat!(
+                r#"{"event":{"content":{"f":1e+20},"type":"m.room.member"},"event_id":"$e","#,
+                r#""invite_room_state":[{"content":{"name":"Room"},"full_pdu":true,"#,
+                r#""sender":"@alice:remote.test","state_key":"","type":"m.room.name"}],"#,
+                r#""invitee":"@bob:example.test","origin":"remote.test","received_ts":2,"#,
+                r#""room_id":"!r:remote.test","room_version":"5","sender":"@alice:remote.test","#,
+                r#""state":"ignored","warnings":["w1"]}"#
+            )
+        );
+    }
+
+    #[test]
+    fn show_reports_bad_stored_content_before_a_bad_event() {
+        let details = InviteDetails {
+            summary: summary(None),
+            signed_event: "{".into(),
+            room_state: vec![RoomStateRow {
+                event_type: "m.room.name".into(),
+                state_key: "".into(),
+                sender: "@alice:remote.test".into(),
+                content: "[".into(),
+                pdu: None,
+            }],
+            warnings: vec![],
+        };
+        let err = ShownInvite::new(&details).err().unwrap();
+        assert!(err.0.starts_with("stored content: "), "{err}");
+    }
 }

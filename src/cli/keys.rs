@@ -3,13 +3,14 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use invited_matrix::Value;
+use serde::Serialize;
 
+use super::json::print_json;
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::keys;
 use crate::server;
-use crate::store::Store;
+use crate::store::{OurKey, Store};
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +36,34 @@ pub enum KeysCommand {
     /// Retire the current key (it moves to old_verify_keys) and start a new one. Restart the
     /// server afterwards.
     Rotate,
+}
+
+/// `keys show --json`. Fields in code-point order (see [`super::json`]).
+#[derive(Serialize)]
+struct ShownKeys<'a> {
+    current_key_id: &'a str,
+    keys: Vec<ShownKey<'a>>,
+    server_name: &'a str,
+}
+
+/// One of our keys; `expired_ts` is null for the current one.
+#[derive(Serialize)]
+struct ShownKey<'a> {
+    created_ts: i64,
+    expired_ts: Option<i64>,
+    key_id: &'a str,
+    public_key: &'a str,
+}
+
+impl<'a> From<&'a OurKey> for ShownKey<'a> {
+    fn from(k: &'a OurKey) -> Self {
+        ShownKey {
+            created_ts: k.created_ts,
+            expired_ts: k.expired_ts,
+            key_id: &k.key_id,
+            public_key: &k.public_key,
+        }
+    }
 }
 
 pub(super) fn run(config: &Config, command: KeysCommand) -> Result<(), Error> {
@@ -108,23 +137,11 @@ fn keys_show(config: &Config, json: bool) -> Result<(), Error> {
     let history = store.our_keys()?;
     store.close()?;
     if json {
-        let mut keys_out = Vec::new();
-        for k in &history {
-            let mut o = invited_matrix::Object::new();
-            o.insert("key_id".into(), k.key_id.clone().into());
-            o.insert("public_key".into(), k.public_key.clone().into());
-            o.insert("created_ts".into(), Value::int(k.created_ts));
-            o.insert(
-                "expired_ts".into(),
-                k.expired_ts.map_or(Value::Null, Value::int),
-            );
-            keys_out.push(Value::Object(o));
-        }
-        let mut out = invited_matrix::Object::new();
-        out.insert("server_name".into(), config.server_name.as_str().into());
-        out.insert("current_key_id".into(), key.key_id().as_str().into());
-        out.insert("keys".into(), Value::Array(keys_out));
-        println!("{}", Value::Object(out));
+        print_json(&ShownKeys {
+            current_key_id: key.key_id().as_str(),
+            keys: history.iter().map(ShownKey::from).collect(),
+            server_name: config.server_name.as_str(),
+        })?;
     } else {
         println!("server name: {}", config.server_name);
         println!(
@@ -142,4 +159,37 @@ fn keys_show(config: &Config, json: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::tests::assert_canonical;
+    use super::*;
+
+    #[test]
+    fn json_is_what_it_always_was() {
+        let history = [
+            OurKey {
+                key_id: "ed25519:b".into(),
+                public_key: "PUB+b".into(),
+                created_ts: 20,
+                expired_ts: None,
+            },
+            OurKey {
+                key_id: "ed25519:a".into(),
+                public_key: "PUB/a".into(),
+                created_ts: 10,
+                expired_ts: Some(20),
+            },
+        ];
+        let shown = ShownKeys {
+            current_key_id: "ed25519:b",
+            keys: history.iter().map(ShownKey::from).collect(),
+            server_name: "example.test",
+        };
+        assert_eq!(
+            assert_canonical(&shown),
+            r#"{"current_key_id":"ed25519:b","keys":[{"created_ts":20,"expired_ts":null,"key_id":"ed25519:b","public_key":"PUB+b"},{"created_ts":10,"expired_ts":20,"key_id":"ed25519:a","public_key":"PUB/a"}],"server_name":"example.test"}"#
+        );
+    }
 }

@@ -14,6 +14,7 @@ use crate::store::Store;
 
 mod check_config;
 mod invites;
+mod json;
 mod keys;
 mod policy;
 mod refusals;
@@ -97,14 +98,7 @@ fn open_existing_store(config: &Config) -> Result<Store, Error> {
     Ok(Store::open(&path)?)
 }
 
-fn obj(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
-}
-
-fn opt(v: &Option<String>) -> Value {
-    v.as_ref().map_or(Value::Null, |s| s.clone().into())
-}
-
+/// Parses JSON from the command line or the database; `what` names it in the error.
 fn parse_json_arg(text: &str, what: &str) -> Result<Value, Error> {
     invited_matrix::json::parse(text).map_err(|e| Error::new(format!("{what}: {e}")))
 }

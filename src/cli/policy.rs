@@ -1,11 +1,14 @@
 //! `invited policy …`: the operator's server and user rules and switches, kept in the
 //! database so they take effect on the next request without a restart.
 
-use clap::Subcommand;
-use invited_matrix::Value;
+use std::collections::BTreeMap;
 
-use super::{obj, open_existing_store};
-use crate::config::Config;
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::json::print_json;
+use super::open_existing_store;
+use crate::config::{Config, PolicyConfig};
 use crate::fatal::Error;
 use crate::store::{PolicyRule, RuleAction, RuleKind, Store, Switch};
 use crate::time::now_ms;
@@ -38,6 +41,55 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `policy show --json`. Fields in code-point order (see [`super::json`]).
+#[derive(Serialize)]
+struct ShownPolicy<'a> {
+    rate_limits: RateLimits,
+    rules: Vec<ShownRule<'a>>,
+    /// Effective value of each switch, by its stored name (a map sorts its keys).
+    switches: BTreeMap<&'static str, bool>,
+}
+
+/// The configured rate limits. The rates are floats and have always been printed as
+/// strings (Rust's shortest form, e.g. "2.5"); canonical JSON has no floats.
+#[derive(Serialize)]
+struct RateLimits {
+    per_invitee_burst: u32,
+    per_invitee_per_second: String,
+    per_origin_burst: u32,
+    per_origin_per_second: String,
+}
+
+impl From<&PolicyConfig> for RateLimits {
+    fn from(p: &PolicyConfig) -> Self {
+        RateLimits {
+            per_invitee_burst: p.per_invitee_burst,
+            per_invitee_per_second: p.per_invitee_per_second.to_string(),
+            per_origin_burst: p.per_origin_burst,
+            per_origin_per_second: p.per_origin_per_second.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ShownRule<'a> {
+    action: &'static str,
+    kind: &'static str,
+    pattern: &'a str,
+    source: &'a str,
+}
+
+impl<'a> From<&'a PolicyRule> for ShownRule<'a> {
+    fn from(r: &'a PolicyRule) -> Self {
+        ShownRule {
+            action: r.action.as_str(),
+            kind: r.kind.as_str(),
+            pattern: &r.pattern,
+            source: &r.source,
+        }
+    }
 }
 
 pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> {
@@ -115,53 +167,11 @@ pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> 
                 effective(Switch::KnownUsersOnly, p.known_users_only),
             ];
             if json {
-                let out = obj(vec![
-                    (
-                        "switches",
-                        obj(switches
-                            .iter()
-                            .map(|(n, v)| (*n, Value::Bool(*v)))
-                            .collect()),
-                    ),
-                    (
-                        "rules",
-                        Value::Array(
-                            rules
-                                .iter()
-                                .map(|r| {
-                                    obj(vec![
-                                        ("kind", r.kind.as_str().into()),
-                                        ("pattern", r.pattern.clone().into()),
-                                        ("action", r.action.as_str().into()),
-                                        ("source", r.source.clone().into()),
-                                    ])
-                                })
-                                .collect(),
-                        ),
-                    ),
-                    (
-                        "rate_limits",
-                        obj(vec![
-                            (
-                                "per_origin_per_second",
-                                Value::from(p.per_origin_per_second.to_string()),
-                            ),
-                            (
-                                "per_origin_burst",
-                                Value::int(i64::from(p.per_origin_burst)),
-                            ),
-                            (
-                                "per_invitee_per_second",
-                                Value::from(p.per_invitee_per_second.to_string()),
-                            ),
-                            (
-                                "per_invitee_burst",
-                                Value::int(i64::from(p.per_invitee_burst)),
-                            ),
-                        ]),
-                    ),
-                ]);
-                println!("{out}");
+                print_json(&ShownPolicy {
+                    rate_limits: RateLimits::from(p),
+                    rules: rules.iter().map(ShownRule::from).collect(),
+                    switches: switches.into_iter().collect(),
+                })?;
             } else {
                 for (n, v) in switches {
                     println!("{n}: {}", if v { "on" } else { "off" });
@@ -185,4 +195,45 @@ pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> 
     }
     store.close()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::tests::assert_canonical;
+    use super::*;
+
+    #[test]
+    fn show_json_is_what_it_always_was() {
+        let rules = [PolicyRule {
+            kind: RuleKind::User,
+            pattern: "@m:*".into(),
+            action: RuleAction::Ignore,
+            source: "cli".into(),
+        }];
+        let shown = ShownPolicy {
+            rate_limits: RateLimits {
+                per_invitee_burst: 3,
+                per_invitee_per_second: 1.0f64.to_string(),
+                per_origin_burst: 7,
+                per_origin_per_second: 2.5f64.to_string(),
+            },
+            rules: rules.iter().map(ShownRule::from).collect(),
+            switches: [
+                (Switch::RefuseAll.as_str(), false),
+                (Switch::AllowListMode.as_str(), true),
+                (Switch::KnownUsersOnly.as_str(), true),
+            ]
+            .into_iter()
+            .collect(),
+        };
+        assert_eq!(
+            assert_canonical(&shown),
+            concat!(
+                r#"{"rate_limits":{"per_invitee_burst":3,"per_invitee_per_second":"1","#,
+                r#""per_origin_burst":7,"per_origin_per_second":"2.5"},"#,
+                r#""rules":[{"action":"ignore","kind":"user","pattern":"@m:*","source":"cli"}],"#,
+                r#""switches":{"allow_list_mode":true,"known_users_only":true,"refuse_all":false}}"#
+            )
+        );
+    }
 }

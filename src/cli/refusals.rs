@@ -1,11 +1,13 @@
 //! `invited refusals list`: the log of refused invites.
 
 use clap::Subcommand;
-use invited_matrix::Value;
+use serde::Serialize;
 
-use super::{obj, open_existing_store, opt};
+use super::json::print_json;
+use super::open_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
+use crate::store::RefusalRow;
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -21,6 +23,37 @@ pub enum RefusalsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One row of `refusals list --json`. Fields in code-point order (see [`super::json`]); the
+/// optional ones are null when the refused request did not get that far.
+#[derive(Serialize)]
+struct ListedRefusal<'a> {
+    errcode: &'a str,
+    event_id: Option<&'a str>,
+    invitee: Option<&'a str>,
+    origin: &'a str,
+    room_id: Option<&'a str>,
+    rule: &'a str,
+    sender: Option<&'a str>,
+    status: i64,
+    ts: i64,
+}
+
+impl<'a> From<&'a RefusalRow> for ListedRefusal<'a> {
+    fn from(r: &'a RefusalRow) -> Self {
+        ListedRefusal {
+            errcode: &r.errcode,
+            event_id: r.event_id.as_deref(),
+            invitee: r.invitee.as_deref(),
+            origin: &r.origin,
+            room_id: r.room_id.as_deref(),
+            rule: &r.rule,
+            sender: r.sender.as_deref(),
+            status: r.status,
+            ts: r.ts,
+        }
+    }
 }
 
 /// `30m`, `12h`, `7d` ago, or an absolute Unix time in milliseconds.
@@ -55,23 +88,8 @@ pub(super) fn run(config: &Config, command: RefusalsCommand) -> Result<(), Error
     };
     let rows = store.refusals_since(since, limit)?;
     if json {
-        let items = rows
-            .iter()
-            .map(|r| {
-                obj(vec![
-                    ("ts", Value::int(r.ts)),
-                    ("origin", r.origin.clone().into()),
-                    ("sender", opt(&r.sender)),
-                    ("invitee", opt(&r.invitee)),
-                    ("room_id", opt(&r.room_id)),
-                    ("event_id", opt(&r.event_id)),
-                    ("rule", r.rule.clone().into()),
-                    ("errcode", r.errcode.clone().into()),
-                    ("status", Value::int(r.status)),
-                ])
-            })
-            .collect();
-        println!("{}", Value::Array(items));
+        let items: Vec<ListedRefusal> = rows.iter().map(ListedRefusal::from).collect();
+        print_json(&items)?;
     } else {
         println!(
             "{:<14} {:<24} {:<28} {:<18} rule",
@@ -90,4 +108,47 @@ pub(super) fn run(config: &Config, command: RefusalsCommand) -> Result<(), Error
     }
     store.close()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::tests::assert_canonical;
+    use super::*;
+
+    #[test]
+    fn list_json_is_what_it_always_was() {
+        let rows = [RefusalRow {
+            ts: 5,
+            origin: "spam.test".into(),
+            sender: Some("@m:spam.test".into()),
+            invitee: None,
+            room_id: None,
+            event_id: Some("$e".into()),
+            rule: "server deny *.spam.test".into(),
+            errcode: "M_FORBIDDEN".into(),
+            status: 403,
+        }];
+        let items: Vec<ListedRefusal> = rows.iter().map(ListedRefusal::from).collect();
+        assert_eq!(
+            assert_canonical(&items),
+            concat!(
+                r#"[{"errcode":"M_FORBIDDEN","event_id":"$e","invitee":null,"origin":"spam.test","#,
+                r#""room_id":null,"rule":"server deny *.spam.test","sender":"@m:spam.test","#,
+                r#""status":403,"ts":5}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn since_takes_durations_and_times() {
+        assert_eq!(parse_since("1700000000000", 0).unwrap(), 1_700_000_000_000);
+        assert_eq!(
+            parse_since("30m", 10_000_000).unwrap(),
+            10_000_000 - 1_800_000
+        );
+        assert_eq!(parse_since("2d", 0).unwrap(), -172_800_000);
+        for bad in ["", "m", "5x", "5 m", "-5m"] {
+            assert!(parse_since(bad, 0).is_err(), "{bad}");
+        }
+    }
 }
