@@ -4,10 +4,10 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::json::{Canonical, print_json};
-use super::open_existing_store;
+use super::with_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
-use crate::store::{InviteDetails, InviteState, InviteSummary, RoomStateRow};
+use crate::store::{InviteDetails, InviteState, InviteSummary, RoomStateRow, Store};
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -139,77 +139,96 @@ impl<'a> ShownStateEntry<'a> {
 }
 
 pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error> {
-    let mut store = open_existing_store(config)?;
-    match command {
+    with_existing_store(config, |store| match command {
         InvitesCommand::List { user, state, json } => {
-            let state = match state.as_deref() {
-                None => None,
-                Some(s) => Some(InviteState::parse(s).ok_or_else(|| {
-                    let names: Vec<&str> = InviteState::ALL.iter().map(|s| s.as_str()).collect();
-                    Error::new(format!("--state {s}: expected one of {}", names.join(", ")))
-                })?),
-            };
-            let invites = store.list_invites(user.as_deref(), state)?;
-            if json {
-                let items: Vec<ListedInvite> = invites.iter().map(ListedInvite::from).collect();
-                print_json(&items)?;
-            } else {
-                println!(
-                    "{:<9} {:<28} {:<28} {:<20} {:<14} event_id",
-                    "state", "invitee", "inviter", "room", "received"
-                );
-                for i in &invites {
-                    println!(
-                        "{:<9} {:<28} {:<28} {:<20} {:<14} {}",
-                        i.state,
-                        i.invitee,
-                        i.sender,
-                        i.room_name.clone().unwrap_or_else(|| i.room_id.clone()),
-                        i.received_ts,
-                        i.event_id
-                    );
-                }
-            }
+            list(store, user.as_deref(), state.as_deref(), json)
         }
-        InvitesCommand::Show { event_id } => {
-            let Some(details) = store.invite_details(&event_id)? else {
-                return Err(Error::new(format!("no invite {event_id}")));
-            };
-            print_json(&ShownInvite::new(&details)?)?;
-        }
+        InvitesCommand::Show { event_id } => show(store, &event_id),
         InvitesCommand::Reject {
             event_id,
             from_server,
             from_user,
-        } => {
-            let given = [
-                event_id.is_some(),
-                from_server.is_some(),
-                from_user.is_some(),
-            ];
-            if given.iter().filter(|g| **g).count() != 1 {
-                return Err(Error::new(
-                    "give exactly one of EVENT_ID, --from-server GLOB, --from-user USER",
-                ));
-            }
-            let server_glob = from_server.as_deref().map(str::to_ascii_lowercase);
-            let matches = |origin: &str, sender: &str| {
-                server_glob
-                    .as_deref()
-                    .is_none_or(|g| crate::policy::glob_match(g, &crate::policy::host(origin)))
-                    && from_user.as_deref().is_none_or(|u| u == sender)
-            };
-            let changed = store.reject_invites(event_id.as_deref(), &matches, now_ms())?;
-            if let (Some(id), true) = (&event_id, changed.is_empty()) {
-                return Err(Error::new(format!("no pending or ignored invite {id}")));
-            }
-            for id in &changed {
-                println!("rejected {id}");
-            }
-            println!("{} invite(s) rejected", changed.len());
+        } => reject(
+            store,
+            event_id.as_deref(),
+            from_server.as_deref(),
+            from_user.as_deref(),
+        ),
+    })
+}
+
+fn list(store: &Store, user: Option<&str>, state: Option<&str>, json: bool) -> Result<(), Error> {
+    let state = match state {
+        None => None,
+        Some(s) => Some(InviteState::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = InviteState::ALL.iter().map(|s| s.as_str()).collect();
+            Error::new(format!("--state {s}: expected one of {}", names.join(", ")))
+        })?),
+    };
+    let invites = store.list_invites(user, state)?;
+    if json {
+        let items: Vec<ListedInvite> = invites.iter().map(ListedInvite::from).collect();
+        print_json(&items)?;
+    } else {
+        println!(
+            "{:<9} {:<28} {:<28} {:<20} {:<14} event_id",
+            "state", "invitee", "inviter", "room", "received"
+        );
+        for i in &invites {
+            println!(
+                "{:<9} {:<28} {:<28} {:<20} {:<14} {}",
+                i.state,
+                i.invitee,
+                i.sender,
+                i.room_name.clone().unwrap_or_else(|| i.room_id.clone()),
+                i.received_ts,
+                i.event_id
+            );
         }
     }
-    store.close()?;
+    Ok(())
+}
+
+fn show(store: &Store, event_id: &str) -> Result<(), Error> {
+    let Some(details) = store.invite_details(event_id)? else {
+        return Err(Error::new(format!("no invite {event_id}")));
+    };
+    print_json(&ShownInvite::new(&details)?)?;
+    Ok(())
+}
+
+/// Marks matching pending or ignored invites rejected (locally only: nothing is sent).
+fn reject(
+    store: &mut Store,
+    event_id: Option<&str>,
+    from_server: Option<&str>,
+    from_user: Option<&str>,
+) -> Result<(), Error> {
+    let given = [
+        event_id.is_some(),
+        from_server.is_some(),
+        from_user.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(Error::new(
+            "give exactly one of EVENT_ID, --from-server GLOB, --from-user USER",
+        ));
+    }
+    let server_glob = from_server.map(str::to_ascii_lowercase);
+    let matches = |origin: &str, sender: &str| {
+        server_glob
+            .as_deref()
+            .is_none_or(|g| crate::policy::glob_match(g, &crate::policy::host(origin)))
+            && from_user.is_none_or(|u| u == sender)
+    };
+    let changed = store.reject_invites(event_id, &matches, now_ms())?;
+    if let (Some(id), true) = (event_id, changed.is_empty()) {
+        return Err(Error::new(format!("no pending or ignored invite {id}")));
+    }
+    for id in &changed {
+        println!("rejected {id}");
+    }
+    println!("{} invite(s) rejected", changed.len());
     Ok(())
 }
 

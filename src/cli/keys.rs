@@ -1,8 +1,9 @@
 //! `invited keys …`: show, generate, import and rotate our signing key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use invited_matrix::SigningKey;
 use serde::Serialize;
 
 use super::json::print_json;
@@ -99,10 +100,9 @@ pub(super) fn run(config: &Config, command: KeysCommand) -> Result<(), Error> {
             Ok(())
         }
         KeysCommand::Import { file } => {
-            server::prepare_data_dir(config)?;
-            let mut store = Store::open(&config.database_path())?;
-            let key = keys::import(&file, &config.signing_key_path(), &mut store, now_ms())?;
-            store.close()?;
+            let key = replace_key(config, |key_path, store| {
+                keys::import(&file, key_path, store, now_ms())
+            })?;
             println!(
                 "imported {} ({}); restart the server to use it",
                 key.key_id(),
@@ -111,10 +111,9 @@ pub(super) fn run(config: &Config, command: KeysCommand) -> Result<(), Error> {
             Ok(())
         }
         KeysCommand::Rotate => {
-            server::prepare_data_dir(config)?;
-            let mut store = Store::open(&config.database_path())?;
-            let key = keys::rotate(&config.signing_key_path(), &mut store, now_ms())?;
-            store.close()?;
+            let key = replace_key(config, |key_path, store| {
+                keys::rotate(key_path, store, now_ms())
+            })?;
             println!(
                 "new key {} ({}); the previous key is retired; restart the server to use it",
                 key.key_id(),
@@ -123,6 +122,19 @@ pub(super) fn run(config: &Config, command: KeysCommand) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Makes a new key current through `change` (which retires the old one), creating the data
+/// directory and database if needed; the server only picks it up when restarted.
+fn replace_key(
+    config: &Config,
+    change: impl FnOnce(&Path, &mut Store) -> Result<SigningKey, Error>,
+) -> Result<SigningKey, Error> {
+    server::prepare_data_dir(config)?;
+    let mut store = Store::open(&config.database_path())?;
+    let key = change(&config.signing_key_path(), &mut store)?;
+    store.close()?;
+    Ok(key)
 }
 
 fn keys_show(config: &Config, json: bool) -> Result<(), Error> {

@@ -86,8 +86,12 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// Opens the database of a server that has been started at least once.
-fn open_existing_store(config: &Config) -> Result<Store, Error> {
+/// Runs `command` on the database of a server that has been started at least once, and
+/// closes it (reporting a failed close) unless the command failed.
+fn with_existing_store(
+    config: &Config,
+    command: impl FnOnce(&mut Store) -> Result<(), Error>,
+) -> Result<(), Error> {
     let path = config.database_path();
     if !path.exists() {
         return Err(Error::new(format!(
@@ -95,7 +99,10 @@ fn open_existing_store(config: &Config) -> Result<Store, Error> {
             path.display()
         )));
     }
-    Ok(Store::open(&path)?)
+    let mut store = Store::open(&path)?;
+    command(&mut store)?;
+    store.close()?;
+    Ok(())
 }
 
 /// Parses JSON from the command line or the database; `what` names it in the error.

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::json::print_json;
-use super::open_existing_store;
+use super::with_existing_store;
 use crate::config::{Config, PolicyConfig};
 use crate::fatal::Error;
 use crate::store::{PolicyRule, RuleAction, RuleKind, Store, Switch};
@@ -93,53 +93,21 @@ impl<'a> From<&'a PolicyRule> for ShownRule<'a> {
 }
 
 pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> {
-    let mut store = open_existing_store(config)?;
-    let rule = |kind: RuleKind, glob: &str, action: RuleAction| -> Result<PolicyRule, Error> {
-        if glob.is_empty() || glob.contains(char::is_whitespace) {
-            return Err(Error::new(format!("bad glob {glob:?}")));
-        }
-        Ok(PolicyRule {
-            kind,
-            pattern: glob.into(),
-            action,
-            source: "cli".into(),
-        })
-    };
-    let add = |store: &mut Store, r: PolicyRule| -> Result<(), Error> {
-        let added = store.add_policy_rule(&r, now_ms())?;
-        println!(
-            "{} {} {} rule {}",
-            if added { "added" } else { "already had" },
-            r.kind,
-            r.action,
-            r.pattern
-        );
-        Ok(())
-    };
-    match command {
-        PolicyCommand::DenyServer { glob } => {
-            add(&mut store, rule(RuleKind::Server, &glob, RuleAction::Deny)?)?
-        }
-        PolicyCommand::AllowServer { glob } => add(
-            &mut store,
-            rule(RuleKind::Server, &glob, RuleAction::Allow)?,
-        )?,
-        PolicyCommand::IgnoreServer { glob } => add(
-            &mut store,
-            rule(RuleKind::Server, &glob, RuleAction::Ignore)?,
-        )?,
-        PolicyCommand::DenyUser { glob } => {
-            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Deny)?)?
-        }
-        PolicyCommand::IgnoreUser { glob } => {
-            add(&mut store, rule(RuleKind::User, &glob, RuleAction::Ignore)?)?
-        }
+    use RuleAction::{Allow, Deny, Ignore};
+    use RuleKind::{Server, User};
+    with_existing_store(config, |store| match command {
+        PolicyCommand::DenyServer { glob } => add_rule(store, Server, Deny, glob),
+        PolicyCommand::AllowServer { glob } => add_rule(store, Server, Allow, glob),
+        PolicyCommand::IgnoreServer { glob } => add_rule(store, Server, Ignore, glob),
+        PolicyCommand::DenyUser { glob } => add_rule(store, User, Deny, glob),
+        PolicyCommand::IgnoreUser { glob } => add_rule(store, User, Ignore, glob),
         PolicyCommand::Remove { glob } => {
             let n = store.remove_policy_rules(&glob)?;
             if n == 0 {
                 return Err(Error::new(format!("no rule with pattern {glob}")));
             }
             println!("removed {n} rule(s) for {glob}");
+            Ok(())
         }
         PolicyCommand::Set { switch, value } => {
             let name = switch.replace('-', "_");
@@ -152,48 +120,77 @@ pub(super) fn run(config: &Config, command: PolicyCommand) -> Result<(), Error> 
             };
             store.set_policy_setting(switch_value, v)?;
             println!("{switch} = {value}");
+            Ok(())
         }
-        PolicyCommand::Show { json } => {
-            let rules = store.policy_rules()?;
-            let settings = store.policy_settings()?;
-            let p = &config.policy;
-            let effective = |switch: Switch, default: bool| {
-                let set = settings.iter().find(|(s, _)| *s == switch);
-                (switch.as_str(), set.map_or(default, |(_, v)| *v))
-            };
-            let switches = [
-                effective(Switch::RefuseAll, p.refuse_all),
-                effective(Switch::AllowListMode, p.allow_list_mode),
-                effective(Switch::KnownUsersOnly, p.known_users_only),
-            ];
-            if json {
-                print_json(&ShownPolicy {
-                    rate_limits: RateLimits::from(p),
-                    rules: rules.iter().map(ShownRule::from).collect(),
-                    switches: switches.into_iter().collect(),
-                })?;
-            } else {
-                for (n, v) in switches {
-                    println!("{n}: {}", if v { "on" } else { "off" });
-                }
-                println!(
-                    "rate limits: {}/s (burst {}) per origin, {}/s (burst {}) per invitee",
-                    p.per_origin_per_second,
-                    p.per_origin_burst,
-                    p.per_invitee_per_second,
-                    p.per_invitee_burst
-                );
-                println!("{:<7} {:<7} {:<8} pattern", "kind", "action", "source");
-                for r in rules {
-                    println!(
-                        "{:<7} {:<7} {:<8} {}",
-                        r.kind, r.action, r.source, r.pattern
-                    );
-                }
-            }
+        PolicyCommand::Show { json } => show(store, &config.policy, json),
+    })
+}
+
+/// Adds an operator rule (source `cli`); one that is there already is reported, not an error.
+fn add_rule(
+    store: &mut Store,
+    kind: RuleKind,
+    action: RuleAction,
+    glob: String,
+) -> Result<(), Error> {
+    if glob.is_empty() || glob.contains(char::is_whitespace) {
+        return Err(Error::new(format!("bad glob {glob:?}")));
+    }
+    let rule = PolicyRule {
+        kind,
+        pattern: glob,
+        action,
+        source: "cli".into(),
+    };
+    let added = store.add_policy_rule(&rule, now_ms())?;
+    println!(
+        "{} {} {} rule {}",
+        if added { "added" } else { "already had" },
+        rule.kind,
+        rule.action,
+        rule.pattern
+    );
+    Ok(())
+}
+
+/// The effective switches (database over config file), rate limits and rules.
+fn show(store: &Store, p: &PolicyConfig, json: bool) -> Result<(), Error> {
+    let rules = store.policy_rules()?;
+    let settings = store.policy_settings()?;
+    let effective = |switch: Switch, default: bool| {
+        let set = settings.iter().find(|(s, _)| *s == switch);
+        (switch.as_str(), set.map_or(default, |(_, v)| *v))
+    };
+    let switches = [
+        effective(Switch::RefuseAll, p.refuse_all),
+        effective(Switch::AllowListMode, p.allow_list_mode),
+        effective(Switch::KnownUsersOnly, p.known_users_only),
+    ];
+    if json {
+        print_json(&ShownPolicy {
+            rate_limits: RateLimits::from(p),
+            rules: rules.iter().map(ShownRule::from).collect(),
+            switches: switches.into_iter().collect(),
+        })?;
+    } else {
+        for (n, v) in switches {
+            println!("{n}: {}", if v { "on" } else { "off" });
+        }
+        println!(
+            "rate limits: {}/s (burst {}) per origin, {}/s (burst {}) per invitee",
+            p.per_origin_per_second,
+            p.per_origin_burst,
+            p.per_invitee_per_second,
+            p.per_invitee_burst
+        );
+        println!("{:<7} {:<7} {:<8} pattern", "kind", "action", "source");
+        for r in rules {
+            println!(
+                "{:<7} {:<7} {:<8} {}",
+                r.kind, r.action, r.source, r.pattern
+            );
         }
     }
-    store.close()?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::json::print_json;
-use super::open_existing_store;
+use super::with_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::store::RefusalRow;
@@ -80,34 +80,34 @@ fn parse_since(text: &str, now: i64) -> Result<i64, Error> {
 }
 
 pub(super) fn run(config: &Config, command: RefusalsCommand) -> Result<(), Error> {
-    let store = open_existing_store(config)?;
     let RefusalsCommand::List { since, limit, json } = command;
-    let since = match since {
-        Some(s) => parse_since(&s, now_ms())?,
-        None => 0,
-    };
-    let rows = store.refusals_since(since, limit)?;
-    if json {
-        let items: Vec<ListedRefusal> = rows.iter().map(ListedRefusal::from).collect();
-        print_json(&items)?;
-    } else {
-        println!(
-            "{:<14} {:<24} {:<28} {:<18} rule",
-            "ts", "origin", "invitee", "errcode"
-        );
-        for r in &rows {
+    with_existing_store(config, |store| {
+        let since = match since {
+            Some(s) => parse_since(&s, now_ms())?,
+            None => 0,
+        };
+        let rows = store.refusals_since(since, limit)?;
+        if json {
+            let items: Vec<ListedRefusal> = rows.iter().map(ListedRefusal::from).collect();
+            print_json(&items)?;
+        } else {
             println!(
-                "{:<14} {:<24} {:<28} {:<18} {}",
-                r.ts,
-                r.origin,
-                r.invitee.as_deref().unwrap_or("-"),
-                r.errcode,
-                r.rule
+                "{:<14} {:<24} {:<28} {:<18} rule",
+                "ts", "origin", "invitee", "errcode"
             );
+            for r in &rows {
+                println!(
+                    "{:<14} {:<24} {:<28} {:<18} {}",
+                    r.ts,
+                    r.origin,
+                    r.invitee.as_deref().unwrap_or("-"),
+                    r.errcode,
+                    r.rule
+                );
+            }
         }
-    }
-    store.close()?;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use invited_matrix::Value;
 
-use super::{open_existing_store, parse_json_arg};
+use super::{parse_json_arg, with_existing_store};
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::store::UserSetting;
@@ -25,8 +25,7 @@ pub enum UsersCommand {
 }
 
 pub(super) fn run(config: &Config, command: UsersCommand) -> Result<(), Error> {
-    let mut store = open_existing_store(config)?;
-    match command {
+    with_existing_store(config, |store| match command {
         UsersCommand::Add { user_ids } => {
             for u in &user_ids {
                 let id = invited_matrix::UserId::parse(u).map_err(|e| Error::new(e.to_string()))?;
@@ -39,6 +38,7 @@ pub(super) fn run(config: &Config, command: UsersCommand) -> Result<(), Error> {
                 store.add_local_user(u)?;
                 println!("added {u}");
             }
+            Ok(())
         }
         UsersCommand::SetConfig {
             user_id,
@@ -58,8 +58,7 @@ pub(super) fn run(config: &Config, command: UsersCommand) -> Result<(), Error> {
             };
             store.set_user_setting(&user_id, column, text.as_deref())?;
             println!("set {setting} of {user_id}");
+            Ok(())
         }
-    }
-    store.close()?;
-    Ok(())
+    })
 }
