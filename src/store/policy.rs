@@ -238,6 +238,13 @@ mod tests {
     use super::*;
     use crate::store::tests::temp_store;
 
+    /// Tables print these with widths.
+    #[test]
+    fn names_pad_like_strings() {
+        assert_eq!(format!("[{:<7}]", RuleKind::User), "[user   ]");
+        assert_eq!(format!("[{:>6}]", RuleAction::Deny), "[  deny]");
+    }
+
     /// Each enum and its schema CHECK list name the same values.
     #[test]
     fn every_name_is_allowed_by_the_schema() {
