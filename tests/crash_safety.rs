@@ -10,17 +10,16 @@
 //! server's timing is of course not replayed).
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::invites::{US, start_invited};
 use common::origin::TestOrigin;
+use common::wire::*;
 use common::*;
 use serde_json::json;
-use wire::*;
 
 /// Client threads, each with its own keep-alive connection.
 const THREADS: usize = 6;

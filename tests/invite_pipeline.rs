@@ -9,8 +9,6 @@
 //! integers, arrays, non-JSON) can still carry a valid X-Matrix signature.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};

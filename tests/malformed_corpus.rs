@@ -13,16 +13,15 @@
 //! The corpus table is [`corpus`]: each case names its expected status and errcode.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::invites::{US, enc, invite_path, start_invited};
 use common::origin::{TestOrigin, new_key};
+use common::wire::*;
 use common::*;
 use serde_json::{Value as J, json};
-use wire::*;
 
 /// How a case is sent.
 enum Req {

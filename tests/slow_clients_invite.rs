@@ -9,8 +9,6 @@
 //! a last invite is still answered.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -19,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::invites::{US, start_invited};
 use common::origin::TestOrigin;
+use common::wire::*;
 use common::*;
-use wire::*;
 
 const HEAD_TRICKLERS: usize = 200;
 const STALLED_BODIES: usize = 150;

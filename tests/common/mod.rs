@@ -1,6 +1,15 @@
 //! Shared test harness: runs the real `invited` binary on an ephemeral loopback port with a
 //! temporary data directory, and talks to it over real HTTP(S). No mocks.
+//!
+//! Every test file (and `benches/load.rs`) declares `mod common;`; its parts are submodules:
+//! `invites` (invited trusting the test CA, encoded invite paths), `origin` (the test origin
+//! homeserver) and `wire` (independent canonical JSON and X-Matrix signing, valid invites, a
+//! raw HTTP/1.1 client).
 #![allow(dead_code)]
+
+pub mod invites;
+pub mod origin;
+pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -302,5 +311,3 @@ pub fn python(script: &str, input: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
-pub mod invites;
-pub mod origin;

@@ -1,13 +1,9 @@
 //! Helpers shared by the robustness tests (`crash_safety`, `malformed_corpus`,
-//! `slow_clients_invite`): building and signing invites (also bodies ruma cannot represent),
-//! and a small raw HTTP/1.1 client whose bytes on the wire are exactly what the test says.
-//!
-//! Included with `#[path = "common/wire.rs"] mod wire;` next to `mod common;`.
+//! `slow_clients_invite`) and `invite_pipeline`: building and signing invites (also bodies
+//! ruma cannot represent), and a small raw HTTP/1.1 client whose bytes on the wire are exactly
+//! what the test says.
 #![allow(dead_code)]
 
-// Re-exported so the files that include this module find everything in one place.
-#[allow(unused_imports)]
-pub use crate::common::invites::{US, enc, invite_path, start_invited};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -15,7 +11,8 @@ use std::time::{Duration, Instant};
 use ruma_signatures::KeyPair as _;
 use serde_json::{Value as J, json};
 
-use super::common::origin::TestOrigin;
+use super::invites::{US, invite_path};
+use super::origin::TestOrigin;
 
 /// Canonical JSON of a serde_json value (sorted keys, no whitespace), independent of invited.
 pub fn canonical(v: &J) -> String {
