@@ -19,6 +19,7 @@ use common::invites::{Harness, Invite, US, invite_in_room, valid_invite};
 use common::origin::TestOrigin;
 use common::wire::*;
 use common::*;
+use rusqlite::OptionalExtension;
 use serde_json::json;
 
 /// Client threads, each with its own keep-alive connection.
@@ -321,7 +322,8 @@ fn answered_invites_survive_sigkill_under_load() {
                             [&s.event_id],
                             |r| r.get(0),
                         )
-                        .ok();
+                        .optional()
+                        .expect("reading an in-flight invite");
                     (s.clone(), stored)
                 })
                 .collect()

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::invites::{Answer, Harness, Invite, US, assert_error, put_raw, sign_invite};
 use common::origin::{TestOrigin, new_key, now_ms, unique};
 use common::*;
+use rusqlite::OptionalExtension;
 use serde_json::{Value as J, json};
 
 const BOB: &str = "@bob:invited.test";
@@ -85,7 +86,8 @@ fn assert_cosigned(answer: &Answer, inv: &Invite, what: &str) {
 
 // --- the database -----------------------------------------------------------------------------
 
-/// The stored state of an invite: Some("pending"), Some("ignored"), ... or None (absent).
+/// The stored state of an invite: Some("pending"), Some("ignored"), ... or None (no such row).
+/// A failing query fails the test.
 fn state_of(invited: &Invited, event_id: &str) -> Option<String> {
     invited
         .db()
@@ -94,7 +96,8 @@ fn state_of(invited: &Invited, event_id: &str) -> Option<String> {
             [event_id],
             |r| r.get(0),
         )
-        .ok()
+        .optional()
+        .expect("reading an invite's state")
 }
 
 fn in_view(invited: &Invited, view: &str, event_id: &str) -> bool {
