@@ -7,6 +7,10 @@
 //! Run: `cargo bench -p invited --bench load` (env: INVITES=N, LEVELS=1,4,16,64).
 //! It prints a Markdown table. Figures depend on the machine; compare ratios.
 
+// The integration tests' harness, as a module of this bench. A bench target is its own crate
+// and can share tests/common only by including its source: a library crate for it would not
+// get `CARGO_BIN_EXE_invited` (cargo sets it for this package's tests and benches only), which
+// the harness needs to start the binary. Its submodules (origin, invites, wire) follow it.
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
@@ -16,6 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::invites::invite_path;
 use common::origin::TestOrigin;
 use common::{Invited, TestCa, write_config};
 use serde_json::{Value as J, json};
@@ -25,18 +30,6 @@ const US: &str = "invited.bench";
 struct Prepared {
     path: String,
     request: Vec<u8>,
-}
-
-fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// One complete v12 invite request (head + body), signed by the origin.
@@ -53,11 +46,7 @@ fn prepare(
     let event = origin.hash_and_sign(&raw, "12");
     let event_id = TestOrigin::event_id(&event, "12");
     let body = json!({"room_version": "12", "event": event, "invite_room_state": state});
-    let path = format!(
-        "/_matrix/federation/v2/invite/{}/{}",
-        enc(room_id),
-        enc(&event_id)
-    );
+    let path = invite_path(2, room_id, &event_id);
     let auth = origin.sign_request("PUT", &path, US, Some(&body));
     let body = serde_json::to_vec(&body).unwrap();
     let mut request = format!(

@@ -10,17 +10,17 @@
 //! server's timing is of course not replayed).
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::invites::{Harness, Invite, US, invite_in_room, valid_invite};
 use common::origin::TestOrigin;
+use common::wire::*;
 use common::*;
+use rusqlite::OptionalExtension;
 use serde_json::json;
-use wire::*;
 
 /// Client threads, each with its own keep-alive connection.
 const THREADS: usize = 6;
@@ -57,12 +57,6 @@ struct Load {
     unexpected: Vec<String>,
     /// The last invite each thread got a 200 for (the ones most at risk).
     last_per_thread: Vec<Answered>,
-}
-
-fn db(invited: &Invited) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(invited.dir.join("data/invited.db")).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
 }
 
 /// Runs the load until the server is killed `kill_after` after its first 200 of the round.
@@ -107,8 +101,12 @@ fn load_and_kill(
                             return (done, None);
                         }
                         let invitee = format!("@r{round}t{t}n{i}:{US}");
-                        let (path, body, event_id) =
-                            invite_in_room(origin, "12", &room_id, &state, &invitee);
+                        let Invite {
+                            path,
+                            body,
+                            event_id,
+                            ..
+                        } = invite_in_room(origin, "12", &room_id, &state, &invitee);
                         let auth = origin.sign_request("PUT", &path, US, Some(&body));
                         let sent = Sent {
                             event_id,
@@ -194,7 +192,7 @@ fn load_and_kill(
 /// Every answered invite is stored with its exact answer and both state rows; the database
 /// is intact.
 fn check_database(invited: &Invited, answered: &[Answered], what: &str) {
-    let conn = db(invited);
+    let conn = invited.db();
     let check: Vec<String> = conn
         .prepare("PRAGMA integrity_check")
         .unwrap()
@@ -260,21 +258,22 @@ fn answered_invites_survive_sigkill_under_load() {
     let mut rng = Rng::new(seed);
     let test_started = Instant::now();
 
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let mut invited = start_invited(dir.path(), &ca, NO_RATE_LIMITS);
-    let config = invited.config_path.clone();
+    let mut h = Harness::start(NO_RATE_LIMITS);
     let mut all: Vec<Answered> = Vec::new();
 
     // One invite first, so the origin's keys are fetched and cached (in the database too)
     // before concurrent load: concurrent requests waiting on a first key fetch are refused by
     // design (`Keyring::max_blocked`), which is not what this test is about.
     {
-        let (path, body, event_id) = valid_invite(&origin, "12", &format!("@warmup:{US}"));
-        let auth = origin.sign_request("PUT", &path, US, Some(&body));
+        let Invite {
+            path,
+            body,
+            event_id,
+            ..
+        } = valid_invite(&h.origin, "12", &format!("@warmup:{US}"));
+        let auth = h.origin.sign_request("PUT", &path, US, Some(&body));
         let body = serde_json::to_vec(&body).unwrap();
-        let reply = KeepAlive::connect(invited.addr)
+        let reply = KeepAlive::connect(h.invited.addr)
             .unwrap()
             .put(&path, &auth, &body)
             .unwrap();
@@ -294,12 +293,12 @@ fn answered_invites_survive_sigkill_under_load() {
     for round in 0..rounds {
         let kill_after = Duration::from_millis(rng.range(0, 1500));
         let t = Instant::now();
-        let load = load_and_kill(&mut invited, &origin, round, kill_after);
+        let load = load_and_kill(&mut h.invited, &h.origin, round, kill_after);
         assert!(
             load.unexpected.is_empty(),
             "round {round}: before the kill:\n{}\nlog:\n{}",
             load.unexpected.join("\n"),
-            invited.log()
+            h.invited.log()
         );
         assert!(!load.answered.is_empty(), "round {round}: nothing answered");
         eprintln!(
@@ -313,7 +312,7 @@ fn answered_invites_survive_sigkill_under_load() {
 
         // What was on disk at the kill, before anything touches it again.
         let in_flight_stored: Vec<(Sent, Option<String>)> = {
-            let conn = db(&invited);
+            let conn = h.invited.db();
             load.in_flight
                 .iter()
                 .map(|s| {
@@ -323,16 +322,16 @@ fn answered_invites_survive_sigkill_under_load() {
                             [&s.event_id],
                             |r| r.get(0),
                         )
-                        .ok();
+                        .optional()
+                        .expect("reading an in-flight invite");
                     (s.clone(), stored)
                 })
                 .collect()
         };
 
         // Restart on the same data directory.
-        drop(invited);
-        invited = Invited::start(&config);
-        check_database(&invited, &all, &format!("after round {round}"));
+        h.restart();
+        check_database(&h.invited, &all, &format!("after round {round}"));
 
         // Retries after the restart get the stored answer, byte for byte: the last answered
         // invite of every thread (the ones closest to the kill) and a few random earlier ones.
@@ -340,7 +339,7 @@ fn answered_invites_survive_sigkill_under_load() {
         for _ in 0..3 {
             retry.push(all[rng.range(0, all.len() as u64) as usize].clone());
         }
-        let mut conn = KeepAlive::connect(invited.addr).unwrap();
+        let mut conn = KeepAlive::connect(h.invited.addr).unwrap();
         for a in &retry {
             let reply = conn.put(&a.sent.path, &a.sent.auth, &a.sent.body).unwrap();
             assert_eq!(
@@ -381,7 +380,9 @@ fn answered_invites_survive_sigkill_under_load() {
                 round,
             });
         }
-        let rows: i64 = db(&invited)
+        let rows: i64 = h
+            .invited
+            .db()
             .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
             .unwrap();
         assert_eq!(
@@ -390,8 +391,8 @@ fn answered_invites_survive_sigkill_under_load() {
             "round {round}: one row per invite answered (retries add none)"
         );
     }
-    check_database(&invited, &all, "at the end");
-    assert!(invited.alive());
+    check_database(&h.invited, &all, "at the end");
+    assert!(h.invited.alive());
     eprintln!(
         "crash_safety: {rounds} rounds, {} invites answered and found intact, seed {seed}, {:?}",
         all.len(),

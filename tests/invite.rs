@@ -6,7 +6,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::invites::{US, enc, invite_path, start_invited};
+use common::invites::{
+    Answer, Harness, Invite, US, assert_error, enc, invite_path, put_raw, start_invited,
+    stored_invite, valid_invite,
+};
 use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
 use common::*;
 use serde_json::{Value as J, json};
@@ -18,39 +21,14 @@ fn put(
     body: &J,
     auth: Option<String>,
     origin: &TestOrigin,
-) -> (u16, J) {
+) -> Answer {
     let header = auth.unwrap_or_else(|| origin.sign_request("PUT", path, US, Some(body)));
-    let mut resp = agent(None)
-        .put(&invited.url(path))
-        .header("Authorization", &header)
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(body).unwrap())
-        .unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(J::String(text)),
+    put_raw(
+        invited,
+        path,
+        &serde_json::to_vec(body).unwrap(),
+        Some(&header),
     )
-}
-
-/// A complete, valid v2 invite for `version`: (path, body, event, event ID).
-fn valid_invite(origin: &TestOrigin, version: &str, invitee: &str) -> (String, J, J, String) {
-    let (create, room_id) = origin.create_event(version, "alice");
-    let name = origin.state_event(
-        version,
-        &room_id,
-        "m.room.name",
-        json!({"name": "Test room"}),
-    );
-    let event = origin.hash_and_sign(&origin.raw_invite(version, &room_id, invitee), version);
-    let event_id = TestOrigin::event_id(&event, version);
-    let body = json!({
-        "room_version": version,
-        "event": event,
-        "invite_room_state": [create, name],
-    });
-    (invite_path(2, &room_id, &event_id), body, event, event_id)
 }
 
 /// Checks the answered event is the sent one plus exactly one new signature, ours, which
@@ -99,25 +77,28 @@ fn check_cosigned(invited: &Invited, sent: &J, answered: &J, version: &str) {
     .expect("ruma verifies invited's signature");
 }
 
-fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
-    let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
-    store.find_invite(event_id).unwrap()
-}
-
 #[test]
 fn every_room_version_over_v2_and_v1() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     for version in [
         "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12",
     ] {
-        let (path, body, event, event_id) = valid_invite(&origin, version, &format!("@bob:{US}"));
-        let (status, answer) = put(&invited, &path, &body, None, &origin);
+        let Invite {
+            path,
+            body,
+            event,
+            event_id,
+            ..
+        } = valid_invite(origin, version, &format!("@bob:{US}"));
+        let Answer {
+            status,
+            json: answer,
+            ..
+        } = put(invited, &path, &body, None, origin);
         assert_eq!(status, 200, "room version {version}: {answer}");
-        check_cosigned(&invited, &event, &answer["event"], version);
-        let stored = stored_invite(&invited, &event_id).expect("stored");
+        check_cosigned(invited, &event, &answer["event"], version);
+        let stored = stored_invite(invited, &event_id).expect("stored");
         assert_eq!(stored.origin, origin.name());
         assert_eq!(
             stored.response_body,
@@ -135,11 +116,15 @@ fn every_room_version_over_v2_and_v1() {
         let event = origin.hash_and_sign(&raw, version);
         let event_id = TestOrigin::event_id(&event, version);
         let path = invite_path(1, &room_id, &event_id);
-        let (status, answer) = put(&invited, &path, &event, None, &origin);
+        let Answer {
+            status,
+            json: answer,
+            ..
+        } = put(invited, &path, &event, None, origin);
         assert_eq!(status, 200, "v1, room version {version}: {answer}");
         assert_eq!(answer[0], json!(200));
-        check_cosigned(&invited, &event, &answer[1]["event"], version);
-        assert!(stored_invite(&invited, &event_id).is_some());
+        check_cosigned(invited, &event, &answer[1]["event"], version);
+        assert!(stored_invite(invited, &event_id).is_some());
     }
     // One info line per request with the authenticated origin.
     let log = invited.log();
@@ -164,29 +149,22 @@ impl PipeCanonical for str {
     }
 }
 
-fn assert_error(result: (u16, J), status: u16, errcode: &str, what: &str) {
-    assert_eq!(result.0, status, "{what}: {}", result.1);
-    assert_eq!(
-        result.1["errcode"].as_str(),
-        Some(errcode),
-        "{what}: {}",
-        result.1
-    );
-    assert!(result.1["error"].as_str().is_some(), "{what}");
-}
-
 #[test]
 fn request_authentication_failures() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let bob = format!("@bob:{US}");
-    let (path, body, _, event_id) = valid_invite(&origin, "12", &bob);
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "12", &bob);
     let name = origin.name().to_owned();
 
     // Missing header.
-    let resp = agent(None)
+    let resp = h
+        .agent
         .put(&invited.url(&path))
         .send(serde_json::to_vec(&body).unwrap())
         .unwrap();
@@ -203,12 +181,12 @@ fn request_authentication_failures() {
 
     // Garbage header; bad signature; wrong destination.
     assert_error(
-        put(
-            &invited,
+        &put(
+            invited,
             &path,
             &body,
             Some("X-Matrix nonsense".into()),
-            &origin,
+            origin,
         ),
         401,
         "M_UNAUTHORIZED",
@@ -216,14 +194,14 @@ fn request_authentication_failures() {
     );
     let bad_sig = good.replace(&sig_of(&good), &"A".repeat(86));
     assert_error(
-        put(&invited, &path, &body, Some(bad_sig), &origin),
+        &put(invited, &path, &body, Some(bad_sig), origin),
         401,
         "M_UNAUTHORIZED",
         "bad signature",
     );
     let elsewhere = origin.sign_request("PUT", &path, "elsewhere.test", Some(&body));
     assert_error(
-        put(&invited, &path, &body, Some(elsewhere), &origin),
+        &put(invited, &path, &body, Some(elsewhere), origin),
         401,
         "M_UNAUTHORIZED",
         "wrong destination",
@@ -232,7 +210,7 @@ fn request_authentication_failures() {
     let other_key = common::origin::new_key("nope");
     let unknown = origin.sign_request_with(&other_key, "PUT", &path, US, Some(&body));
     assert_error(
-        put(&invited, &path, &body, Some(unknown), &origin),
+        &put(invited, &path, &body, Some(unknown), origin),
         401,
         "M_UNAUTHORIZED",
         "unknown key",
@@ -240,14 +218,14 @@ fn request_authentication_failures() {
     // Signed for another URI, or another body.
     let other_uri = origin.sign_request("PUT", &format!("{path}x"), US, Some(&body));
     assert_error(
-        put(&invited, &path, &body, Some(other_uri), &origin),
+        &put(invited, &path, &body, Some(other_uri), origin),
         401,
         "M_UNAUTHORIZED",
         "other uri",
     );
     let other_body = origin.sign_request("PUT", &path, US, Some(&json!({"x": 1})));
     assert_error(
-        put(&invited, &path, &body, Some(other_body), &origin),
+        &put(invited, &path, &body, Some(other_body), origin),
         401,
         "M_UNAUTHORIZED",
         "other body",
@@ -256,7 +234,8 @@ fn request_authentication_failures() {
     // another verifies; a known key with a bad signature fails the request; other schemes are
     // ignored; two origins are refused.
     let two = |a: &str, b: &str| {
-        let resp = agent(None)
+        let resp = h
+            .agent
             .put(&invited.url(&path))
             .header("Authorization", a)
             .header("Authorization", b)
@@ -281,45 +260,40 @@ fn request_authentication_failures() {
     let other_origin = good.replacen(&format!("origin=\"{name}\""), "origin=\"other.test\"", 1);
     assert_eq!(two(&other_origin, &good), 401, "two origins");
     // Nothing was stored by any of these.
-    assert!(stored_invite(&invited, &event_id).is_none());
+    assert!(stored_invite(invited, &event_id).is_none());
     // The good one works, also beside an unknown key and another scheme.
     assert_eq!(two(&unknown_key, &good), 200);
     assert_eq!(two("Bearer whatever", &good), 200);
-    assert!(stored_invite(&invited, &event_id).is_some());
+    assert!(stored_invite(invited, &event_id).is_some());
 }
 
 /// Synapse asks for the invitee's profile before inviting: an authenticated query gets the
 /// spec's 404 M_NOT_FOUND (we keep no profiles); an unauthenticated one 401.
 #[test]
 fn profile_queries_before_an_invite() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let get = |path: &str, auth: Option<String>| {
-        let mut req = agent(None).get(&invited.url(path));
+        let mut req = h.agent.get(&invited.url(path));
         if let Some(a) = auth {
             req = req.header("Authorization", &a);
         }
-        let mut resp = req.call().unwrap();
-        let status = resp.status().as_u16();
-        let body: J = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-        (status, body)
+        Answer::read(req.call().unwrap())
     };
     let path = format!(
         "/_matrix/federation/v1/query/profile?user_id={}&field=displayname",
         enc(&format!("@bob:{US}"))
     );
     let signed = origin.sign_request("GET", &path, US, None);
-    assert_error(get(&path, Some(signed)), 404, "M_NOT_FOUND", "our user");
-    assert_error(get(&path, None), 401, "M_UNAUTHORIZED", "unauthenticated");
+    assert_error(&get(&path, Some(signed)), 404, "M_NOT_FOUND", "our user");
+    assert_error(&get(&path, None), 401, "M_UNAUTHORIZED", "unauthenticated");
     let other = format!(
         "/_matrix/federation/v1/query/profile?user_id={}",
         enc("@x:elsewhere.test")
     );
     let signed = origin.sign_request("GET", &other, US, None);
     assert_error(
-        get(&other, Some(signed)),
+        &get(&other, Some(signed)),
         400,
         "M_INVALID_PARAM",
         "not our user",
@@ -373,9 +347,14 @@ fn key_server_defects_are_refused() {
         // A fresh origin per case: invited caches per server name.
         let origin = TestOrigin::start(&ca);
         origin.set_mode(mode);
-        let (path, body, _, event_id) = valid_invite(&origin, "11", &bob);
+        let Invite {
+            path,
+            body,
+            event_id,
+            ..
+        } = valid_invite(&origin, "11", &bob);
         assert_error(
-            put(&invited, &path, &body, None, &origin),
+            &put(&invited, &path, &body, None, &origin),
             401,
             "M_UNAUTHORIZED",
             what,
@@ -394,7 +373,7 @@ fn notary_path_when_the_origin_is_unreachable() {
     bad_notary.notarise(&origin);
     bad_notary.set_notary_bad_signature(true);
     let bob = format!("@bob:{US}");
-    let (path, body, _, _) = valid_invite(&origin, "12", &bob);
+    let Invite { path, body, .. } = valid_invite(&origin, "12", &bob);
     let header = origin.sign_request("PUT", &path, US, Some(&body));
     origin.stop();
 
@@ -406,7 +385,7 @@ fn notary_path_when_the_origin_is_unreachable() {
         &format!("trusted_key_servers = [\"{}\"]\n", bad_notary.name()),
     );
     assert_error(
-        put(&invited, &path, &body, Some(header.clone()), &origin),
+        &put(&invited, &path, &body, Some(header.clone()), &origin),
         401,
         "M_UNAUTHORIZED",
         "bad notary",
@@ -419,7 +398,11 @@ fn notary_path_when_the_origin_is_unreachable() {
         &ca,
         &format!("trusted_key_servers = [\"{}\"]\n", notary.name()),
     );
-    let (status, answer) = put(&invited, &path, &body, Some(header), &origin);
+    let Answer {
+        status,
+        json: answer,
+        ..
+    } = put(&invited, &path, &body, Some(header), &origin);
     assert_eq!(status, 200, "{answer}");
     assert!(
         notary.hits() >= 2,
@@ -444,17 +427,23 @@ fn a_dns_server_name_with_a_port() {
     assert!(origin.name().starts_with("localhost:"));
     let dir = tempfile::tempdir().unwrap();
     let invited = start_invited(dir.path(), &ca, "");
-    let (path, body, event, _) = valid_invite(&origin, "12", &format!("@bob:{US}"));
-    let (status, answer) = put(&invited, &path, &body, None, &origin);
+    let Invite {
+        path, body, event, ..
+    } = valid_invite(&origin, "12", &format!("@bob:{US}"));
+    let Answer {
+        status,
+        json: answer,
+        ..
+    } = put(&invited, &path, &body, None, &origin);
     assert_eq!(status, 200, "{answer}");
     check_cosigned(&invited, &event, &answer["event"], "12");
 
     // A certificate from a CA we do not trust is refused.
     let other_ca = TestCa::new();
     let impostor = TestOrigin::start_as(&other_ca, "localhost");
-    let (path, body, _, _) = valid_invite(&impostor, "12", &format!("@bob:{US}"));
+    let Invite { path, body, .. } = valid_invite(&impostor, "12", &format!("@bob:{US}"));
     assert_error(
-        put(&invited, &path, &body, None, &impostor),
+        &put(&invited, &path, &body, None, &impostor),
         401,
         "M_UNAUTHORIZED",
         "certificate from an untrusted CA",
@@ -463,22 +452,18 @@ fn a_dns_server_name_with_a_port() {
 
 #[test]
 fn cached_keys_survive_a_restart() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::start("");
     let bob = format!("@bob:{US}");
-    {
-        let invited = start_invited(dir.path(), &ca, "");
-        let (path, body, _, _) = valid_invite(&origin, "10", &bob);
-        assert_eq!(put(&invited, &path, &body, None, &origin).0, 200);
-    }
-    let hits = origin.hits();
+    let Invite { path, body, .. } = valid_invite(&h.origin, "10", &bob);
+    assert_eq!(put(&h.invited, &path, &body, None, &h.origin).status, 200);
+    h.invited.kill();
+    let hits = h.origin.hits();
     assert!(hits >= 1);
-    let invited = Invited::start(&dir.path().join("invited.toml"));
-    let (path, body, _, _) = valid_invite(&origin, "10", &bob);
-    assert_eq!(put(&invited, &path, &body, None, &origin).0, 200);
+    h.restart();
+    let Invite { path, body, .. } = valid_invite(&h.origin, "10", &bob);
+    assert_eq!(put(&h.invited, &path, &body, None, &h.origin).status, 200);
     assert_eq!(
-        origin.hits(),
+        h.origin.hits(),
         hits,
         "a key still valid is not fetched again"
     );
@@ -486,8 +471,8 @@ fn cached_keys_survive_a_restart() {
 
 #[test]
 fn a_flood_naming_a_dead_server_causes_few_fetches() {
-    let ca = TestCa::new();
-    let healthy = TestOrigin::start(&ca);
+    let h = Harness::start("");
+    let (invited, healthy) = (&h.invited, &h.origin);
     // A "dead" server: TCP accepts, then silence (no TLS). Count connection attempts.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_name = format!("127.0.0.1:{}", dead.local_addr().unwrap().port());
@@ -501,12 +486,10 @@ fn a_flood_naming_a_dead_server_causes_few_fetches() {
             }
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
     let bob = format!("@bob:{US}");
     // Warm the healthy origin's keys.
-    let (path, body, _, _) = valid_invite(&healthy, "12", &bob);
-    assert_eq!(put(&invited, &path, &body, None, &healthy).0, 200);
+    let Invite { path, body, .. } = valid_invite(healthy, "12", &bob);
+    assert_eq!(put(invited, &path, &body, None, healthy).status, 200);
 
     let flood_path = "/_matrix/federation/v2/invite/%21x%3Ay/%24e";
     let header = format!(
@@ -535,9 +518,13 @@ fn a_flood_naming_a_dead_server_causes_few_fetches() {
     // Meanwhile a healthy origin is served promptly.
     let mut worst = Duration::ZERO;
     for _ in 0..5 {
-        let (path, body, _, _) = valid_invite(&healthy, "12", &bob);
+        let Invite { path, body, .. } = valid_invite(healthy, "12", &bob);
         let started = Instant::now();
-        let (status, answer) = put(&invited, &path, &body, None, &healthy);
+        let Answer {
+            status,
+            json: answer,
+            ..
+        } = put(invited, &path, &body, None, healthy);
         worst = worst.max(started.elapsed());
         assert_eq!(status, 200, "{answer}");
     }

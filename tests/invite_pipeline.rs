@@ -9,46 +9,26 @@
 //! integers, arrays, non-JSON) can still carry a valid X-Matrix signature.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::invites::{US, invite_path, start_invited};
+use common::invites::{
+    Answer, Harness, Invite, US, assert_error, invite_in_room, invite_path, put_raw, stored_invite,
+    valid_invite,
+};
 use common::origin::{TestOrigin, rules, to_canonical};
 use common::*;
 use serde_json::{Value as J, json};
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (partly copied from tests/invite.rs)
+// Helpers
 
 /// The `Authorization: X-Matrix` header for a request from `origin` with this JSON content
 /// (`None`: no body), signed over independent canonical JSON with the origin's key.
 fn auth_header(origin: &TestOrigin, method: &str, uri: &str, content: Option<&J>) -> String {
     wire::x_matrix(origin, method, uri, content)
-}
-
-struct Answer {
-    status: u16,
-    text: String,
-    json: J,
-}
-
-/// PUTs raw bytes with an optional Authorization header.
-fn put_raw(invited: &Invited, path: &str, body: &[u8], auth: Option<&str>) -> Answer {
-    let mut req = agent(None)
-        .put(&invited.url(path))
-        .header("Content-Type", "application/json");
-    if let Some(a) = auth {
-        req = req.header("Authorization", a);
-    }
-    let mut resp = req.send(body).unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(J::String(text.clone()));
-    Answer { status, text, json }
 }
 
 /// PUTs a JSON body signed by `origin`.
@@ -111,37 +91,12 @@ fn hash_and_sign_manually(
     (full, id)
 }
 
-/// A complete, valid v2 invite for `version`: (path, body, event, event ID).
-fn valid_invite(origin: &TestOrigin, version: &str, invitee: &str) -> (String, J, J, String) {
-    let (create, room_id) = origin.create_event(version, "alice");
-    let name = origin.state_event(
-        version,
-        &room_id,
-        "m.room.name",
-        json!({"name": "Test room"}),
-    );
-    let event = origin.hash_and_sign(&origin.raw_invite(version, &room_id, invitee), version);
-    let event_id = TestOrigin::event_id(&event, version);
-    let body = json!({
-        "room_version": version,
-        "event": event,
-        "invite_room_state": [create, name],
-    });
-    (invite_path(2, &room_id, &event_id), body, event, event_id)
-}
-
 fn bob() -> String {
     format!("@bob:{US}")
 }
 
-fn db(invited: &Invited) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(invited.dir.join("data/invited.db")).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
 fn count(invited: &Invited, sql: &str, param: Option<&str>) -> i64 {
-    let conn = db(invited);
+    let conn = invited.db();
     match param {
         Some(p) => conn.query_row(sql, [p], |r| r.get(0)).unwrap(),
         None => conn.query_row(sql, [], |r| r.get(0)).unwrap(),
@@ -155,7 +110,7 @@ fn table_counts(invited: &Invited) -> [i64; 3] {
 }
 
 fn warnings(invited: &Invited, event_id: &str) -> Vec<String> {
-    let conn = db(invited);
+    let conn = invited.db();
     let mut stmt = conn
         .prepare("SELECT warning FROM invite_warnings WHERE event_id = ?1")
         .unwrap();
@@ -163,26 +118,6 @@ fn warnings(invited: &Invited, event_id: &str) -> Vec<String> {
         .unwrap()
         .map(Result::unwrap)
         .collect()
-}
-
-fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
-    let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
-    store.find_invite(event_id).unwrap()
-}
-
-fn assert_error(answer: &Answer, status: u16, errcode: &str, what: &str) {
-    assert_eq!(answer.status, status, "{what}: {}", answer.text);
-    assert_eq!(
-        answer.json["errcode"].as_str(),
-        Some(errcode),
-        "{what}: {}",
-        answer.text
-    );
-    assert!(
-        answer.json["error"].as_str().is_some(),
-        "{what}: {}",
-        answer.text
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,15 +299,13 @@ fn run_cases(invited: &Invited, cases: Vec<Case>) {
 /// Steps 1–3: authentication, body shape and size limits, room version.
 #[test]
 fn refused_before_the_event_is_looked_at() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let mut c = Cases {
-        origin: &origin,
+        origin,
         list: Vec::new(),
     };
-    let o = &origin;
+    let o = origin;
     let raw_case = |name, path: &str, body: &[u8], auth: Option<String>, status, errcode| Case {
         name,
         path: path.to_owned(),
@@ -576,18 +509,16 @@ fn refused_before_the_event_is_looked_at() {
     );
 
     let n = c.list.len();
-    run_cases(&invited, c.list);
+    run_cases(invited, c.list);
     assert!(n >= 25, "{n} cases");
 }
 
 /// Steps 4–7: event format, invite semantics, path vs body, signatures and hash.
 #[test]
 fn refused_invite_events() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
-    let o = &origin;
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let o = origin;
     let mut c = Cases {
         origin: o,
         list: Vec::new(),
@@ -821,7 +752,7 @@ fn refused_invite_events() {
     );
 
     let n = c.list.len();
-    run_cases(&invited, c.list);
+    run_cases(invited, c.list);
     assert!(n >= 30, "{n} cases");
 }
 
@@ -829,19 +760,17 @@ fn refused_invite_events() {
 /// untouched.
 #[test]
 fn a_different_event_under_an_answered_event_id() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let (create, room_id) = origin.create_event("2", "alice");
     let raw = origin.raw_invite("2", &room_id, &bob());
     let first = origin.hash_and_sign(&raw, "2");
     let event_id = event_id_of(&first, "2");
     let path = invite_path(2, &room_id, &event_id);
     let body = json!({"room_version": "2", "event": first, "invite_room_state": [create]});
-    let answer = put(&invited, &path, &body, &origin);
+    let answer = put(invited, &path, &body, origin);
     assert_eq!(answer.status, 200, "{}", answer.text);
-    let stored = stored_invite(&invited, &event_id).unwrap();
+    let stored = stored_invite(invited, &event_id).unwrap();
 
     let mut raw2 = raw.clone();
     raw2["content"]["displayname"] = json!("Someone else");
@@ -849,15 +778,15 @@ fn a_different_event_under_an_answered_event_id() {
     assert_eq!(event_id_of(&second, "2"), event_id);
     let mut body2 = body.clone();
     body2["event"] = second;
-    let before = table_counts(&invited);
+    let before = table_counts(invited);
     assert_error(
-        &put(&invited, &path, &body2, &origin),
+        &put(invited, &path, &body2, origin),
         400,
         "M_INVALID_PARAM",
         "different content, same event_id",
     );
-    assert_eq!(table_counts(&invited), before);
-    let after = stored_invite(&invited, &event_id).unwrap();
+    assert_eq!(table_counts(invited), before);
+    let after = stored_invite(invited, &event_id).unwrap();
     assert_eq!(after.signed_event, stored.signed_event);
     assert_eq!(after.response_body, stored.response_body);
     // The same over v1.
@@ -865,30 +794,33 @@ fn a_different_event_under_an_answered_event_id() {
     v1_event["unsigned"]["invite_room_state"] = body["invite_room_state"].clone();
     assert_error(
         &put(
-            &invited,
+            invited,
             &invite_path(1, &room_id, &event_id),
             &v1_event,
-            &origin,
+            origin,
         ),
         400,
         "M_INVALID_PARAM",
         "different content, same event_id, via v1",
     );
-    assert_eq!(table_counts(&invited), before);
+    assert_eq!(table_counts(invited), before);
 }
 
 /// A path that is not valid percent-encoding is refused before anything else.
 #[test]
 fn bad_percent_encoding_in_the_path() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
-    let (path, body, _, event_id) = valid_invite(&origin, "11", &bob());
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "11", &bob());
     let bad_path = format!("{}%zz", &path[..path.rfind('/').unwrap() + 1]);
     let body = serde_json::to_vec(&body).unwrap();
     let auth = auth_header(
-        &origin,
+        origin,
         "PUT",
         &bad_path,
         Some(&serde_json::from_slice(&body).unwrap()),
@@ -903,25 +835,23 @@ fn bad_percent_encoding_in_the_path() {
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(status_of(&raw), Some(400), "{text}");
     assert!(text.contains("\"errcode\":\"M_INVALID_PARAM\""), "{text}");
-    assert!(stored_invite(&invited, &event_id).is_none());
-    assert_eq!(table_counts(&invited), [0, 0, 0]);
+    assert!(stored_invite(invited, &event_id).is_none());
+    assert_eq!(table_counts(invited), [0, 0, 0]);
 }
 
 /// Floats are allowed before room version 6: a correctly signed v5 invite with
 /// `content.x = 1.5` is co-signed and returned with the float intact.
 #[test]
 fn a_float_in_a_v5_invite_is_accepted() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let (create, room_id) = origin.create_event("5", "alice");
     let mut raw = origin.raw_invite("5", &room_id, &bob());
     raw["content"]["x"] = json!(1.5);
-    let (event, event_id) = hash_and_sign_manually(&origin, &raw, "5", &["x"]);
+    let (event, event_id) = hash_and_sign_manually(origin, &raw, "5", &["x"]);
     let path = invite_path(2, &room_id, &event_id);
     let body = json!({"room_version": "5", "event": event, "invite_room_state": [create]});
-    let answer = put(&invited, &path, &body, &origin);
+    let answer = put(invited, &path, &body, origin);
     assert_eq!(answer.status, 200, "{}", answer.text);
     let answered = &answer.json["event"];
     assert_eq!(answered["content"]["x"], json!(1.5), "{}", answer.text);
@@ -930,7 +860,7 @@ fn a_float_in_a_v5_invite_is_accepted() {
     expected["signatures"][US] = answered["signatures"][US].clone();
     assert!(answered["signatures"][US].is_object());
     assert_eq!(answered, &expected);
-    assert!(stored_invite(&invited, &event_id).is_some());
+    assert!(stored_invite(invited, &event_id).is_some());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -938,11 +868,9 @@ fn a_float_in_a_v5_invite_is_accepted() {
 
 #[test]
 fn room_state_rules_in_spec_mode() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
-    let o = &origin;
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let o = origin;
 
     // v12: (path, body, event ID) with this invite_room_state.
     let v12 = |state: &dyn Fn(&J, &str) -> J| {
@@ -1005,12 +933,12 @@ fn room_state_rules_in_spec_mode() {
     ];
     let mut failures = Vec::new();
     for (what, (path, body, id)) in &refused {
-        let before = table_counts(&invited);
-        let a = put(&invited, path, body, o);
+        let before = table_counts(invited);
+        let a = put(invited, path, body, o);
         if a.status != 400 || a.json["errcode"] != json!("M_INVALID_PARAM") {
             failures.push(format!("{what}: {} {}", a.status, a.text));
         }
-        if table_counts(&invited) != before || stored_invite(&invited, id).is_some() {
+        if table_counts(invited) != before || stored_invite(invited, id).is_some() {
             failures.push(format!("{what}: something was stored"));
         }
     }
@@ -1022,10 +950,10 @@ fn room_state_rules_in_spec_mode() {
     let id = TestOrigin::event_id(&event, "11");
     let path = invite_path(2, &room11, &id);
     let body = json!({"room_version": "11", "event": event, "invite_room_state": []});
-    let a = put(&invited, &path, &body, o);
+    let a = put(invited, &path, &body, o);
     assert_eq!(a.status, 200, "{}", a.text);
-    assert!(stored_invite(&invited, &id).is_some());
-    let w = warnings(&invited, &id);
+    assert!(stored_invite(invited, &id).is_some());
+    let w = warnings(invited, &id);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("m.room.create"), "{w:?}");
     // v11 with a stripped entry (and the create event): accepted, one warning.
@@ -1034,58 +962,68 @@ fn room_state_rules_in_spec_mode() {
     let body = json!({"room_version": "11", "event": event, "invite_room_state": [create11,
         {"type": "m.room.name", "state_key": "", "sender": format!("@alice:{}", o.name()),
          "content": {"name": "N"}}]});
-    let a = put(&invited, &invite_path(2, &room11, &id), &body, o);
+    let a = put(invited, &invite_path(2, &room11, &id), &body, o);
     assert_eq!(a.status, 200, "{}", a.text);
-    let w = warnings(&invited, &id);
+    let w = warnings(invited, &id);
     assert_eq!(w.len(), 1, "{w:?}");
     assert!(w[0].contains("not a full PDU"), "{w:?}");
     // A valid v11 invite has no warning.
-    let (path, body, _, id) = valid_invite(o, "11", &bob());
-    assert_eq!(put(&invited, &path, &body, o).status, 200);
-    assert!(warnings(&invited, &id).is_empty());
+    let Invite {
+        path,
+        body,
+        event_id: id,
+        ..
+    } = valid_invite(o, "11", &bob());
+    assert_eq!(put(invited, &path, &body, o).status, 200);
+    assert!(warnings(invited, &id).is_empty());
 }
 
 #[test]
 fn room_state_checks_strict_and_off() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let o = &origin;
-    let invite = |version: &str, state: J| {
+    // A v2 invite in a fresh room whose invite_room_state is empty.
+    let stateless = |o: &TestOrigin, version: &str| {
         let (_, room_id) = o.create_event(version, "alice");
-        let event = o.hash_and_sign(&o.raw_invite(version, &room_id, &bob()), version);
-        let id = TestOrigin::event_id(&event, version);
-        let body = json!({"room_version": version, "event": event, "invite_room_state": state});
-        (invite_path(2, &room_id, &id), body, id)
+        invite_in_room(o, version, &room_id, &[], &bob())
     };
 
-    let dir = tempfile::tempdir().unwrap();
-    let strict = start_invited(
-        dir.path(),
-        &ca,
-        "[invites]\nroom_state_checks = \"strict\"\n",
-    );
-    let (path, body, id) = invite("11", json!([]));
+    let mut h = Harness::start("[invites]\nroom_state_checks = \"strict\"\n");
+    let (strict, o) = (&h.invited, &h.origin);
+    let Invite {
+        path,
+        body,
+        event_id: id,
+        ..
+    } = stateless(o, "11");
     assert_error(
-        &put(&strict, &path, &body, o),
+        &put(strict, &path, &body, o),
         400,
         "M_INVALID_PARAM",
         "strict: v11 with []",
     );
-    assert!(stored_invite(&strict, &id).is_none());
-    assert_eq!(table_counts(&strict), [0, 0, 0]);
+    assert!(stored_invite(strict, &id).is_none());
+    assert_eq!(table_counts(strict), [0, 0, 0]);
     // A valid one still passes in strict mode.
-    let (path, body, _, id) = valid_invite(o, "11", &bob());
-    assert_eq!(put(&strict, &path, &body, o).status, 200);
-    assert!(stored_invite(&strict, &id).is_some());
-    drop(strict);
+    let Invite {
+        path,
+        body,
+        event_id: id,
+        ..
+    } = valid_invite(o, "11", &bob());
+    assert_eq!(put(strict, &path, &body, o).status, 200);
+    assert!(stored_invite(strict, &id).is_some());
 
-    let dir = tempfile::tempdir().unwrap();
-    let off = start_invited(dir.path(), &ca, "[invites]\nroom_state_checks = \"off\"\n");
-    let (path, body, id) = invite("12", json!([]));
-    let a = put(&off, &path, &body, o);
+    h.restart_fresh("[invites]\nroom_state_checks = \"off\"\n");
+    let (off, o) = (&h.invited, &h.origin);
+    let Invite {
+        path,
+        body,
+        event_id: id,
+        ..
+    } = stateless(o, "12");
+    let a = put(off, &path, &body, o);
     assert_eq!(a.status, 200, "off: v12 without create: {}", a.text);
-    assert!(stored_invite(&off, &id).is_some());
-    assert!(warnings(&off, &id).is_empty());
+    assert!(stored_invite(off, &id).is_some());
+    assert!(warnings(off, &id).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1093,15 +1031,18 @@ fn room_state_checks_strict_and_off() {
 
 #[test]
 fn pending_invites_view_shows_client_state() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
-    let (path, body, _, event_id) = valid_invite(&origin, "12", &bob());
-    let a = put(&invited, &path, &body, &origin);
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "12", &bob());
+    let a = put(invited, &path, &body, origin);
     assert_eq!(a.status, 200, "{}", a.text);
 
-    let conn = db(&invited);
+    let conn = invited.db();
     let (state, room_version, invitee, signed): (String, String, String, String) = conn
         .query_row(
             "SELECT invite_state, room_version, invitee, signed_event FROM pending_invites
@@ -1134,52 +1075,55 @@ fn pending_invites_view_shows_client_state() {
 
 #[test]
 fn retries_are_answered_identically() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
-    let (path, body, _, event_id) = valid_invite(&origin, "12", &bob());
-    let first = put(&invited, &path, &body, &origin);
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "12", &bob());
+    let first = put(invited, &path, &body, origin);
     assert_eq!(first.status, 200, "{}", first.text);
     let rows = |id: &str| {
         count(
-            &invited,
+            invited,
             "SELECT count(*) FROM invites WHERE event_id = ?1",
             Some(id),
         )
     };
     assert_eq!(rows(&event_id), 1);
-    let counts = table_counts(&invited);
+    let counts = table_counts(invited);
 
-    let again = put(&invited, &path, &body, &origin);
+    let again = put(invited, &path, &body, origin);
     assert_eq!(again.status, 200, "{}", again.text);
     assert_eq!(again.text, first.text, "byte-identical retry answer");
     let mut other_unsigned = body.clone();
     other_unsigned["event"]["unsigned"] = json!({"age": 999_999, "note": "retry"});
-    let third = put(&invited, &path, &other_unsigned, &origin);
+    let third = put(invited, &path, &other_unsigned, origin);
     assert_eq!(third.status, 200, "{}", third.text);
     assert_eq!(
         third.text, first.text,
         "a different `unsigned` gets the first answer"
     );
     assert_eq!(rows(&event_id), 1);
-    assert_eq!(table_counts(&invited), counts);
+    assert_eq!(table_counts(invited), counts);
 
     // v2 first, then the same invite over v1 (room version 2): the v1 array shape.
     let (create, room_id) = origin.create_event("2", "alice");
     let event = origin.hash_and_sign(&origin.raw_invite("2", &room_id, &bob()), "2");
     let id = event_id_of(&event, "2");
     let v2 = put(
-        &invited,
+        invited,
         &invite_path(2, &room_id, &id),
         &json!({"room_version": "2", "event": event, "invite_room_state": [create]}),
-        &origin,
+        origin,
     );
     assert_eq!(v2.status, 200, "{}", v2.text);
     assert!(v2.json.is_object());
     let mut v1_body = event.clone();
     v1_body["unsigned"]["invite_room_state"] = json!([create]);
-    let v1 = put(&invited, &invite_path(1, &room_id, &id), &v1_body, &origin);
+    let v1 = put(invited, &invite_path(1, &room_id, &id), &v1_body, origin);
     assert_eq!(v1.status, 200, "{}", v1.text);
     let arr = v1.json.as_array().expect("v1 answers an array");
     assert_eq!(arr.len(), 2);
@@ -1189,10 +1133,10 @@ fn retries_are_answered_identically() {
     assert_eq!(rows(&id), 1);
     // And the v2 answer is still replayed byte for byte.
     let v2_again = put(
-        &invited,
+        invited,
         &invite_path(2, &room_id, &id),
         &json!({"room_version": "2", "event": event, "invite_room_state": [create]}),
-        &origin,
+        origin,
     );
     assert_eq!(v2_again.text, v2.text);
 
@@ -1202,14 +1146,14 @@ fn retries_are_answered_identically() {
     raw["unsigned"]["invite_room_state"] = json!([create]);
     let event = origin.hash_and_sign(&raw, "1");
     let id = event_id_of(&event, "1");
-    let v1 = put(&invited, &invite_path(1, &room_id, &id), &event, &origin);
+    let v1 = put(invited, &invite_path(1, &room_id, &id), &event, origin);
     assert_eq!(v1.status, 200, "{}", v1.text);
     assert_eq!(v1.json[0], json!(200));
     let v2 = put(
-        &invited,
+        invited,
         &invite_path(2, &room_id, &id),
         &json!({"room_version": "1", "event": event, "invite_room_state": [create]}),
-        &origin,
+        origin,
     );
     assert_eq!(v2.status, 200, "{}", v2.text);
     assert_eq!(v2.json, v1.json[1]);
@@ -1219,18 +1163,21 @@ fn retries_are_answered_identically() {
 
 #[test]
 fn concurrent_duplicates_store_one_row() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     // Warm the origin's keys so the race is on the store, not on the key fetch.
-    let (path, body, _, _) = valid_invite(&origin, "11", &bob());
-    assert_eq!(put(&invited, &path, &body, &origin).status, 200);
-    let before = table_counts(&invited);
+    let Invite { path, body, .. } = valid_invite(origin, "11", &bob());
+    assert_eq!(put(invited, &path, &body, origin).status, 200);
+    let before = table_counts(invited);
 
-    let (path, body, _, event_id) = valid_invite(&origin, "12", &bob());
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "12", &bob());
     let url = invited.url(&path);
-    let header = auth_header(&origin, "PUT", &path, Some(&body));
+    let header = auth_header(origin, "PUT", &path, Some(&body));
     let bytes = serde_json::to_vec(&body).unwrap();
     let barrier = Arc::new(Barrier::new(16));
     let threads: Vec<_> = (0..16)
@@ -1258,11 +1205,11 @@ fn concurrent_duplicates_store_one_row() {
         assert_eq!(*status, 200, "{text}");
         assert_eq!(text, &results[0].1, "all answers are identical");
     }
-    let after = table_counts(&invited);
+    let after = table_counts(invited);
     assert_eq!(after[0], before[0] + 1, "exactly one invite row");
     assert_eq!(after[1], before[1] + 2, "its two state rows, once");
     assert_eq!(
-        stored_invite(&invited, &event_id).unwrap().response_body,
+        stored_invite(invited, &event_id).unwrap().response_body,
         results[0].1
     );
 }
@@ -1272,26 +1219,28 @@ fn concurrent_duplicates_store_one_row() {
 
 #[test]
 fn an_answered_invite_survives_sigkill() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let mut invited = start_invited(dir.path(), &ca, "");
+    let mut h = Harness::start("");
     let mut sent = Vec::new();
     for i in 0..5 {
-        let (path, body, _, id) = valid_invite(&origin, "12", &format!("@u{i}:{US}"));
-        let a = put(&invited, &path, &body, &origin);
+        let Invite {
+            path,
+            body,
+            event_id: id,
+            ..
+        } = valid_invite(&h.origin, "12", &format!("@u{i}:{US}"));
+        let a = put(&h.invited, &path, &body, &h.origin);
         assert_eq!(a.status, 200, "{}", a.text);
         sent.push((path, body, id, a.text));
     }
     // The last one: kill right after its answer arrives.
-    signal(invited.pid(), "KILL");
+    signal(h.invited.pid(), "KILL");
     let started = Instant::now();
-    let status = invited.child.wait().unwrap();
+    let status = h.invited.child.wait().unwrap();
     assert!(!status.success());
     assert!(started.elapsed() < Duration::from_secs(5));
 
     {
-        let conn = db(&invited);
+        let conn = h.invited.db();
         let check: String = conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
@@ -1308,20 +1257,19 @@ fn an_answered_invite_survives_sigkill() {
         }
     }
     // The restarted server answers the retry from the database, byte for byte.
-    let config = invited.config_path.clone();
-    drop(invited);
-    let invited = Invited::start(&config);
+    h.restart();
+    let invited = &h.invited;
     let (path, body, id, text) = sent.last().unwrap();
-    let a = put(&invited, path, body, &origin);
+    let a = put(invited, path, body, &h.origin);
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(&a.text, text);
     assert_eq!(
         count(
-            &invited,
+            invited,
             "SELECT count(*) FROM invites WHERE event_id = ?1",
             Some(id)
         ),
         1
     );
-    assert_eq!(table_counts(&invited)[0], 5);
+    assert_eq!(table_counts(invited)[0], 5);
 }

@@ -13,16 +13,17 @@
 //! The corpus table is [`corpus`]: each case names its expected status and errcode.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::invites::{
+    Harness, Invite, US, enc, invite_path, put_raw, start_invited, valid_invite,
+};
 use common::origin::{TestOrigin, new_key};
+use common::wire::*;
 use common::*;
 use serde_json::{Value as J, json};
-use wire::*;
 
 /// How a case is sent.
 enum Req {
@@ -175,7 +176,7 @@ fn bob() -> String {
 
 /// A valid v12 invite of its own (another invitee each time: two invites made in the same
 /// millisecond for the same user would otherwise be the same event).
-fn fresh_invite(o: &TestOrigin) -> (String, J, String) {
+fn fresh_invite(o: &TestOrigin) -> Invite {
     valid_invite(o, "12", &format!("@u{}:{US}", common::origin::unique()))
 }
 
@@ -186,7 +187,12 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
         cases: Vec::new(),
     };
     // The base: a valid, correctly signed v12 invite (never sent as is, so never stored).
-    let (path, body, event_id) = valid_invite(o, "12", &bob());
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(o, "12", &bob());
     let room_id = body["event"]["room_id"].as_str().unwrap().to_owned();
     let body_text = canonical(&body);
     let good_auth = x_matrix(o, "PUT", &path, Some(&body));
@@ -451,7 +457,11 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
             J::String("name only".into()),
         ),
     ] {
-        let (p, mut b, _) = fresh_invite(o);
+        let Invite {
+            path: p,
+            body: mut b,
+            ..
+        } = fresh_invite(o);
         b["invite_room_state"] = if v == "name only" {
             json!([b["invite_room_state"][1].clone()])
         } else {
@@ -631,7 +641,11 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
     }
     // Signature values of the wrong type (step 6: a bad event signature, M_INVALID_PARAM).
     for (what, at) in [("a string", 0), ("a number under the key ID", 1)] {
-        let (p, mut b, _) = fresh_invite(o);
+        let Invite {
+            path: p,
+            body: mut b,
+            ..
+        } = fresh_invite(o);
         let origin_sigs = &mut b["event"]["signatures"][o.name()];
         if at == 0 {
             *origin_sigs = json!("sig");
@@ -654,7 +668,11 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
         ("a number", json!(1)),
         ("an array", json!([])),
     ] {
-        let (p, mut b, _) = fresh_invite(o);
+        let Invite {
+            path: p,
+            body: mut b,
+            ..
+        } = fresh_invite(o);
         b["event"]["unsigned"] = v;
         c.put_signed(
             "event-types",
@@ -697,7 +715,11 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
     // request is signed over the exact text; the event's own signature does not matter (step 4
     // comes before step 6).
     for version in ["6", "7", "8", "9", "10", "11", "12"] {
-        let (vpath, vbody, _) = valid_invite(o, version, &bob());
+        let Invite {
+            path: vpath,
+            body: vbody,
+            ..
+        } = valid_invite(o, version, &bob());
         for lit in ["1.5", "9007199254740992"] {
             let text = with_literal(&vbody, lit, |b| b["event"]["content"]["x"] = json!("__X__"));
             c.put_signed_text(
@@ -762,7 +784,9 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
     }
     // In the room state of a v12 invite (step 7: bad invite_room_state, M_INVALID_PARAM).
     for lit in ["1.5", "9007199254740993"] {
-        let (p, b, _) = fresh_invite(o);
+        let Invite {
+            path: p, body: b, ..
+        } = fresh_invite(o);
         let text = with_literal(&b, lit, |b| {
             b["invite_room_state"][0]["content"]["x"] = json!("__X__")
         });
@@ -1892,53 +1916,48 @@ fn run(
 
 /// PUTs a valid invite (signed by ruma) and returns the status and body.
 fn put_valid(invited: &Invited, o: &TestOrigin, who: &str) -> (u16, String) {
-    let (path, body, _) = valid_invite(o, "12", who);
+    let Invite { path, body, .. } = valid_invite(o, "12", who);
     let auth = o.sign_request("PUT", &path, US, Some(&body));
-    let mut resp = agent(None)
-        .put(&invited.url(&path))
-        .header("Authorization", &auth)
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(&body).unwrap())
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.body_mut().read_to_string().unwrap(),
-    )
+    let answer = put_raw(
+        invited,
+        &path,
+        &serde_json::to_vec(&body).unwrap(),
+        Some(&auth),
+    );
+    (answer.status, answer.text)
 }
 
 #[test]
 fn malformed_requests_get_documented_4xx() {
     let started = Instant::now();
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let mut invited = start_invited(dir.path(), &ca, "");
+    let mut h = Harness::start("");
+    let origin = &h.origin;
 
     // Warm up: the origin's keys are fetched, the pools are started.
     for i in 0..3 {
-        let (status, text) = put_valid(&invited, &origin, &format!("@warm{i}:{US}"));
+        let (status, text) = put_valid(&h.invited, origin, &format!("@warm{i}:{US}"));
         assert_eq!(status, 200, "{text}");
     }
-    let rss_before = invited.rss_kib();
+    let rss_before = h.invited.rss_kib();
 
-    let cases = corpus(&origin);
+    let cases = corpus(origin);
     let n = cases.len();
     assert!(n >= 200, "only {n} cases");
-    let (summary, mut failures) = run(&mut invited, &cases);
+    let (summary, mut failures) = run(&mut h.invited, &cases);
 
     // Afterwards: a valid invite is still answered, and memory has not grown much.
-    let (status, text) = put_valid(&invited, &origin, &format!("@after:{US}"));
+    let (status, text) = put_valid(&h.invited, origin, &format!("@after:{US}"));
     if status != 200 {
         failures.push(format!("a valid invite after the corpus: {status} {text}"));
     }
-    let rss_after = invited.rss_kib();
+    let rss_after = h.invited.rss_kib();
     let growth = rss_after.saturating_sub(rss_before);
 
     // A second server for the case that needs other limits: max_body_bytes = 4096, and a
     // valid signed invite larger than that.
     let dir2 = tempfile::tempdir().unwrap();
-    let mut small = start_invited(dir2.path(), &ca, "[http]\nmax_body_bytes = 4096\n");
-    let (path, mut body, _) = valid_invite(&origin, "12", &bob());
+    let mut small = start_invited(dir2.path(), &h.ca, "[http]\nmax_body_bytes = 4096\n");
+    let Invite { path, mut body, .. } = valid_invite(origin, "12", &bob());
     body["event"]["content"]["reason"] = json!("r".repeat(5000));
     let small_cases = vec![
         Case {
@@ -1947,7 +1966,7 @@ fn malformed_requests_get_documented_4xx() {
             req: Req::Ureq {
                 method: "PUT",
                 path: path.clone(),
-                auth: vec![x_matrix(&origin, "PUT", &path, Some(&body))],
+                auth: vec![x_matrix(origin, "PUT", &path, Some(&body))],
                 body: Some(canonical(&body).into_bytes()),
             },
             status: 413,
@@ -1994,5 +2013,5 @@ fn malformed_requests_get_documented_4xx() {
         growth < 16 * 1024,
         "RSS grew by {growth} KiB over the corpus ({rss_before} → {rss_after})"
     );
-    assert!(invited.alive() && small.alive());
+    assert!(h.invited.alive() && small.alive());
 }

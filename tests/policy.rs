@@ -13,43 +13,16 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::invites::{US, enc};
+use common::invites::{Answer, Harness, Invite, US, assert_error, put_raw, sign_invite};
 use common::origin::{TestOrigin, new_key, now_ms, unique};
 use common::*;
+use rusqlite::OptionalExtension;
 use serde_json::{Value as J, json};
 
 const BOB: &str = "@bob:invited.test";
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (partly copied from tests/invite.rs)
-
-/// Starts invited trusting `ca` for outbound HTTPS and allowing loopback key fetches.
-fn start_invited(dir: &Path, ca: &TestCa, extra: &str) -> Invited {
-    start_invited_with_workers(dir, ca, 2, extra)
-}
-
-fn start_invited_with_workers(dir: &Path, ca: &TestCa, workers: usize, extra: &str) -> Invited {
-    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-    let path = dir.join("invited.toml");
-    let text = format!(
-        "server_name = \"{US}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nworkers = {workers}\n\
-         [federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    Invited::start(&path)
-}
-
-/// A signed v2 invite request, ready to send.
-#[derive(Clone)]
-struct Invite {
-    path: String,
-    body: J,
-    event: J,
-    event_id: String,
-    room_id: String,
-    sender: String,
-    invitee: String,
-}
+// Helpers
 
 /// A complete, valid v2 invite for `version` from `@{sender_localpart}:origin` to `invitee`,
 /// with a create and an `m.room.name` event as room state.
@@ -67,31 +40,11 @@ fn invite_from(
         json!({"name": "Test room"}),
     );
     let mut raw = origin.raw_invite(version, &room_id, invitee);
-    let sender = format!("@{sender_localpart}:{}", origin.name());
-    raw["sender"] = json!(sender);
+    raw["sender"] = json!(format!("@{sender_localpart}:{}", origin.name()));
     // Invites made within one millisecond would otherwise be identical (same event ID: a
     // retry, not a new invite), as room version 12 room IDs have no random part.
     raw["content"]["reason"] = json!(format!("test invite {}", unique()));
-    let event = origin.hash_and_sign(&raw, version);
-    let event_id = TestOrigin::event_id(&event, version);
-    let body = json!({
-        "room_version": version,
-        "event": event,
-        "invite_room_state": [create, name],
-    });
-    Invite {
-        path: format!(
-            "/_matrix/federation/v2/invite/{}/{}",
-            enc(&room_id),
-            enc(&event_id)
-        ),
-        body,
-        event,
-        event_id,
-        room_id,
-        sender,
-        invitee: invitee.to_owned(),
-    }
+    sign_invite(origin, version, &room_id, &[create, name], &raw)
 }
 
 /// An invite from @alice (room version 12).
@@ -99,34 +52,14 @@ fn invite(origin: &TestOrigin, invitee: &str) -> Invite {
     invite_from(origin, "12", "alice", invitee)
 }
 
-struct Answer {
-    status: u16,
-    text: String,
-    json: J,
-    retry_after: Option<String>,
-}
-
 /// PUTs the invite with this Authorization header.
 fn put_auth(invited: &Invited, inv: &Invite, header: &str) -> Answer {
-    let mut resp = agent(None)
-        .put(&invited.url(&inv.path))
-        .header("Authorization", header)
-        .header("Content-Type", "application/json")
-        .send(serde_json::to_vec(&inv.body).unwrap())
-        .unwrap();
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let text = resp.body_mut().read_to_string().unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(J::String(text.clone()));
-    Answer {
-        status,
-        text,
-        json,
-        retry_after,
-    }
+    put_raw(
+        invited,
+        &inv.path,
+        &serde_json::to_vec(&inv.body).unwrap(),
+        Some(header),
+    )
 }
 
 /// PUTs the invite, signed by `origin`.
@@ -151,38 +84,25 @@ fn assert_cosigned(answer: &Answer, inv: &Invite, what: &str) {
     );
 }
 
-fn assert_error(answer: &Answer, status: u16, errcode: &str, what: &str) {
-    assert_eq!(answer.status, status, "{what}: {}", answer.text);
-    assert_eq!(
-        answer.json["errcode"].as_str(),
-        Some(errcode),
-        "{what}: {}",
-        answer.text
-    );
-    assert!(answer.json["error"].as_str().is_some(), "{what}");
-}
-
 // --- the database -----------------------------------------------------------------------------
 
-fn db(invited: &Invited) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(invited.dir.join("data/invited.db")).unwrap();
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn
-}
-
-/// The stored state of an invite: Some("pending"), Some("ignored"), ... or None (absent).
+/// The stored state of an invite: Some("pending"), Some("ignored"), ... or None (no such row).
+/// A failing query fails the test.
 fn state_of(invited: &Invited, event_id: &str) -> Option<String> {
-    db(invited)
+    invited
+        .db()
         .query_row(
             "SELECT state FROM invites WHERE event_id = ?1",
             [event_id],
             |r| r.get(0),
         )
-        .ok()
+        .optional()
+        .expect("reading an invite's state")
 }
 
 fn in_view(invited: &Invited, view: &str, event_id: &str) -> bool {
-    let n: i64 = db(invited)
+    let n: i64 = invited
+        .db()
         .query_row(
             &format!("SELECT count(*) FROM {view} WHERE event_id = ?1"),
             [event_id],
@@ -193,7 +113,8 @@ fn in_view(invited: &Invited, view: &str, event_id: &str) -> bool {
 }
 
 fn refusal_count(invited: &Invited) -> i64 {
-    db(invited)
+    invited
+        .db()
         .query_row("SELECT count(*) FROM refusals", [], |r| r.get(0))
         .unwrap()
 }
@@ -214,7 +135,7 @@ fn wait_refusals(invited: &Invited, event_id: &str, n: usize) -> Vec<J> {
 
 /// The refusal rows for an event ID, as JSON objects.
 fn refusals_for(invited: &Invited, event_id: &str) -> Vec<J> {
-    let conn = db(invited);
+    let conn = invited.db();
     let mut stmt = conn
         .prepare(
             "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status
@@ -338,31 +259,23 @@ fn cli_json(invited: &Invited, args: &[&str]) -> J {
 
 #[test]
 fn deny_server_glob_refuses_403() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
     // A glob for another server does not match.
-    cli(&invited, &["policy", "deny-server", "*.spam.example"]);
-    let first = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &first);
-    assert_accepted(
-        &invited,
-        &first,
-        &answer,
-        "pending",
-        "no matching deny rule",
-    );
+    cli(invited, &["policy", "deny-server", "*.spam.example"]);
+    let first = invite(origin, BOB);
+    let answer = put(invited, origin, &first);
+    assert_accepted(invited, &first, &answer, "pending", "no matching deny rule");
 
     // The origin is 127.0.0.1:PORT; server rules match the host without the port.
-    let out = cli(&invited, &["policy", "deny-server", "127.0.0.*"]);
+    let out = cli(invited, &["policy", "deny-server", "127.0.0.*"]);
     assert!(out.contains("added server deny rule 127.0.0.*"), "{out}");
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -371,9 +284,9 @@ fn deny_server_glob_refuses_403() {
     );
 
     // Adding it again is a no-op; `policy show --json` lists it.
-    let out = cli(&invited, &["policy", "deny-server", "127.0.0.*"]);
+    let out = cli(invited, &["policy", "deny-server", "127.0.0.*"]);
     assert!(out.contains("already had"), "{out}");
-    let shown = cli_json(&invited, &["policy", "show", "--json"]);
+    let shown = cli_json(invited, &["policy", "show", "--json"]);
     let rules = shown["rules"].as_array().unwrap();
     assert!(
         rules.contains(
@@ -384,27 +297,27 @@ fn deny_server_glob_refuses_403() {
 
     // A retry of the earlier, accepted invite is still answered (it was answered before the
     // rule existed): same bytes.
-    let again = put(&invited, &origin, &first);
+    let again = put(invited, origin, &first);
     assert_eq!(again.status, 200, "{}", again.text);
 
     // Deny rules on users match the full sender ID.
-    cli(&invited, &["policy", "remove", "127.0.0.*"]);
-    cli(&invited, &["policy", "deny-user", "@mallory:*"]);
-    let from_mallory = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &from_mallory);
+    cli(invited, &["policy", "remove", "127.0.0.*"]);
+    cli(invited, &["policy", "deny-user", "@mallory:*"]);
+    let from_mallory = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &from_mallory);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &from_mallory,
         &answer,
         403,
         "M_FORBIDDEN",
         "user deny @mallory:*",
     );
-    let from_alice = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &from_alice);
+    let from_alice = invite(origin, BOB);
+    let answer = put(invited, origin, &from_alice);
     assert_accepted(
-        &invited,
+        invited,
         &from_alice,
         &answer,
         "pending",
@@ -414,18 +327,16 @@ fn deny_server_glob_refuses_403() {
 
 #[test]
 fn allow_list_mode() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
-    cli(&invited, &["policy", "set", "allow-list-mode", "on"]);
-    cli(&invited, &["policy", "allow-server", "*.friends.example"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "allow-list-mode", "on"]);
+    cli(invited, &["policy", "allow-server", "*.friends.example"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -433,99 +344,96 @@ fn allow_list_mode() {
         "allow_list_mode: 127.0.0.1 not allowed",
     );
 
-    cli(&invited, &["policy", "allow-server", "127.0.0.1"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "allowed origin");
+    cli(invited, &["policy", "allow-server", "127.0.0.1"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "allowed origin");
 
     // A deny rule still wins over an allow rule.
-    cli(&invited, &["policy", "deny-server", "127.*"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "deny-server", "127.*"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
         "M_FORBIDDEN",
         "server deny 127.*",
     );
-    cli(&invited, &["policy", "remove", "127.*"]);
+    cli(invited, &["policy", "remove", "127.*"]);
 
     // Switching the mode off lets everyone in again, even without an allow rule.
-    cli(&invited, &["policy", "remove", "127.0.0.1"]);
-    cli(&invited, &["policy", "set", "allow-list-mode", "off"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "allow-list mode off");
+    cli(invited, &["policy", "remove", "127.0.0.1"]);
+    cli(invited, &["policy", "set", "allow-list-mode", "off"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "allow-list mode off");
 }
 
 #[test]
 fn refuse_all_switch_and_config_default() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let mut h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
-    cli(&invited, &["policy", "set", "refuse-all", "on"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "refuse-all", "on"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
         "M_FORBIDDEN",
         "refuse_all",
     );
-    let shown = cli_json(&invited, &["policy", "show", "--json"]);
+    let shown = cli_json(invited, &["policy", "show", "--json"]);
     assert_eq!(shown["switches"]["refuse_all"], json!(true), "{shown}");
 
     // `default`: back to the config file's value (off here).
-    cli(&invited, &["policy", "set", "refuse-all", "default"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "refuse-all", "default"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_accepted(
-        &invited,
+        invited,
         &inv,
         &answer,
         "pending",
         "refuse-all default (off)",
     );
-    drop(invited);
 
     // With refuse_all = true in the config file: `off` overrides it, `default` restores it.
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "[policy]\nrefuse_all = true\n");
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    h.restart_fresh("[policy]\nrefuse_all = true\n");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
         "M_FORBIDDEN",
         "refuse_all",
     );
-    cli(&invited, &["policy", "set", "refuse-all", "off"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "refuse-all", "off"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_accepted(
-        &invited,
+        invited,
         &inv,
         &answer,
         "pending",
         "refuse-all off over config",
     );
-    cli(&invited, &["policy", "set", "refuse-all", "default"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "refuse-all", "default"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -536,16 +444,14 @@ fn refuse_all_switch_and_config_default() {
 
 #[test]
 fn known_users_only() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "[policy]\nknown_users_only = true\n");
+    let h = Harness::start("[policy]\nknown_users_only = true\n");
+    let (invited, origin) = (&h.invited, &h.origin);
 
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -553,35 +459,35 @@ fn known_users_only() {
         "known_users_only",
     );
 
-    let out = cli(&invited, &["users", "add", BOB]);
+    let out = cli(invited, &["users", "add", BOB]);
     assert!(out.contains(&format!("added {BOB}")), "{out}");
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "known user");
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "known user");
 
     // Other users are still unknown; the CLI switch overrides the config, `default` restores.
     let carol = format!("@carol:{US}");
-    let inv = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &inv);
+    let inv = invite(origin, &carol);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
         "M_FORBIDDEN",
         "known_users_only",
     );
-    cli(&invited, &["policy", "set", "known-users-only", "off"]);
-    let inv = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "known-users-only off");
-    cli(&invited, &["policy", "set", "known-users-only", "default"]);
-    let inv = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "set", "known-users-only", "off"]);
+    let inv = invite(origin, &carol);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "known-users-only off");
+    cli(invited, &["policy", "set", "known-users-only", "default"]);
+    let inv = invite(origin, &carol);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -599,13 +505,11 @@ fn known_users_only() {
 
 #[test]
 fn invite_permission_config_block_is_403_invite_blocked() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
     cli(
-        &invited,
+        invited,
         &[
             "users",
             "set-config",
@@ -614,11 +518,11 @@ fn invite_permission_config_block_is_403_invite_blocked() {
             r#"{"default_action":"block"}"#,
         ],
     );
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -628,13 +532,13 @@ fn invite_permission_config_block_is_403_invite_blocked() {
 
     // Only Bob blocks.
     let carol = format!("@carol:{US}");
-    let inv = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "another user");
+    let inv = invite(origin, &carol);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "another user");
 
     // 'null' clears the setting.
     cli(
-        &invited,
+        invited,
         &[
             "users",
             "set-config",
@@ -643,33 +547,31 @@ fn invite_permission_config_block_is_403_invite_blocked() {
             "null",
         ],
     );
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "setting cleared");
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "setting cleared");
 }
 
 #[test]
 fn msc4155_allowed_user_beats_blocked_server() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
     let config = format!(
         r#"{{"allowed_users":["@alice:{}"],"blocked_servers":["*"]}}"#,
         origin.name()
     );
-    cli(&invited, &["users", "set-config", BOB, "msc4155", &config]);
+    cli(invited, &["users", "set-config", BOB, "msc4155", &config]);
 
-    let from_alice = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &from_alice);
-    assert_accepted(&invited, &from_alice, &answer, "pending", "allowed user");
+    let from_alice = invite(origin, BOB);
+    let answer = put(invited, origin, &from_alice);
+    assert_accepted(invited, &from_alice, &answer, "pending", "allowed user");
 
-    let from_mallory = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &from_mallory);
+    let from_mallory = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &from_mallory);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &from_mallory,
         &answer,
         403,
@@ -679,11 +581,11 @@ fn msc4155_allowed_user_beats_blocked_server() {
 
     // "enabled": false turns the lists off.
     let config = r#"{"enabled":false,"blocked_servers":["*"]}"#;
-    cli(&invited, &["users", "set-config", BOB, "msc4155", config]);
-    let from_mallory = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &from_mallory);
+    cli(invited, &["users", "set-config", BOB, "msc4155", config]);
+    let from_mallory = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &from_mallory);
     assert_accepted(
-        &invited,
+        invited,
         &from_mallory,
         &answer,
         "pending",
@@ -692,12 +594,12 @@ fn msc4155_allowed_user_beats_blocked_server() {
 
     // Blocked users.
     let config = format!(r#"{{"blocked_users":["@mallory:{}"]}}"#, origin.name());
-    cli(&invited, &["users", "set-config", BOB, "msc4155", &config]);
-    let from_mallory = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &from_mallory);
+    cli(invited, &["users", "set-config", BOB, "msc4155", &config]);
+    let from_mallory = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &from_mallory);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &from_mallory,
         &answer,
         403,
@@ -708,35 +610,33 @@ fn msc4155_allowed_user_beats_blocked_server() {
 
 #[test]
 fn ignore_rules_answer_200_and_store_as_ignored() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
-    let normal = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &normal);
-    assert_accepted(&invited, &normal, &answer, "pending", "before the rule");
+    let normal = invite(origin, BOB);
+    let answer = put(invited, origin, &normal);
+    assert_accepted(invited, &normal, &answer, "pending", "before the rule");
 
     // Operator ignore rule on the origin server.
-    cli(&invited, &["policy", "ignore-server", "127.0.0.1"]);
-    let ignored = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &ignored);
-    assert_accepted(&invited, &ignored, &answer, "ignored", "ignore-server");
+    cli(invited, &["policy", "ignore-server", "127.0.0.1"]);
+    let ignored = invite(origin, BOB);
+    let answer = put(invited, origin, &ignored);
+    assert_accepted(invited, &ignored, &answer, "ignored", "ignore-server");
     let first_text = answer.text.clone();
-    assert!(!in_view(&invited, "pending_invites", &ignored.event_id));
+    assert!(!in_view(invited, "pending_invites", &ignored.event_id));
     assert!(!in_view(
-        &invited,
+        invited,
         "pending_invites_readable",
         &ignored.event_id
     ));
-    assert!(in_view(&invited, "pending_invites", &normal.event_id));
+    assert!(in_view(invited, "pending_invites", &normal.event_id));
     assert!(in_view(
-        &invited,
+        invited,
         "pending_invites_readable",
         &normal.event_id
     ));
     let pending = cli_json(
-        &invited,
+        invited,
         &["invites", "list", "--state", "pending", "--json"],
     );
     let ids: Vec<&str> = pending
@@ -747,51 +647,45 @@ fn ignore_rules_answer_200_and_store_as_ignored() {
         .collect();
     assert_eq!(ids, vec![normal.event_id.as_str()], "{pending}");
     let listed = cli_json(
-        &invited,
+        invited,
         &["invites", "list", "--state", "ignored", "--json"],
     );
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["event_id"], json!(ignored.event_id));
     assert_eq!(listed[0]["state"], json!("ignored"));
     // A retry gets the same bytes and stays ignored.
-    let again = put(&invited, &origin, &ignored);
+    let again = put(invited, origin, &ignored);
     assert_eq!(
         (again.status, again.text.as_str()),
         (200, first_text.as_str())
     );
     assert_eq!(
-        state_of(&invited, &ignored.event_id).as_deref(),
+        state_of(invited, &ignored.event_id).as_deref(),
         Some("ignored")
     );
-    cli(&invited, &["policy", "remove", "127.0.0.1"]);
+    cli(invited, &["policy", "remove", "127.0.0.1"]);
 
     // Operator ignore rule on a user.
-    cli(&invited, &["policy", "ignore-user", "@mallory:*"]);
-    let inv = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "ignored", "ignore-user");
-    cli(&invited, &["policy", "remove", "@mallory:*"]);
+    cli(invited, &["policy", "ignore-user", "@mallory:*"]);
+    let inv = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "ignored", "ignore-user");
+    cli(invited, &["policy", "remove", "@mallory:*"]);
 
     // The invitee's own MSC4155 ignored_users.
     let carol = format!("@carol:{US}");
     let config = format!(r#"{{"ignored_users":["@mallory:{}"]}}"#, origin.name());
     cli(
-        &invited,
+        invited,
         &["users", "set-config", &carol, "msc4155", &config],
     );
-    let inv = invite_from(&origin, "12", "mallory", &carol);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "ignored", "msc4155 ignored_users");
-    assert!(!in_view(&invited, "pending_invites", &inv.event_id));
-    let inv = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(
-        &invited,
-        &inv,
-        &answer,
-        "pending",
-        "msc4155: another sender",
-    );
+    let inv = invite_from(origin, "12", "mallory", &carol);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "ignored", "msc4155 ignored_users");
+    assert!(!in_view(invited, "pending_invites", &inv.event_id));
+    let inv = invite(origin, &carol);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "msc4155: another sender");
 
     // The invitee's m.ignored_user_list.
     let dave = format!("@dave:{US}");
@@ -800,16 +694,16 @@ fn ignore_rules_answer_200_and_store_as_ignored() {
         origin.name()
     );
     cli(
-        &invited,
+        invited,
         &["users", "set-config", &dave, "ignored-users", &list],
     );
-    let inv = invite_from(&origin, "12", "mallory", &dave);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "ignored", "m.ignored_user_list");
-    let inv = invite(&origin, &dave);
-    let answer = put(&invited, &origin, &inv);
+    let inv = invite_from(origin, "12", "mallory", &dave);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "ignored", "m.ignored_user_list");
+    let inv = invite(origin, &dave);
+    let answer = put(invited, origin, &inv);
     assert_accepted(
-        &invited,
+        invited,
         &inv,
         &answer,
         "pending",
@@ -819,22 +713,18 @@ fn ignore_rules_answer_200_and_store_as_ignored() {
 
 #[test]
 fn rate_limit_per_invitee_429_then_recovers() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited_with_workers(
-        dir.path(),
-        &ca,
+    let h = Harness::start_with_workers(
         4,
         "[rate_limits]\nper_invitee_per_second = 1.0\nper_invitee_burst = 2\n\
          per_origin_per_second = 1000.0\nper_origin_burst = 1000\n",
     );
+    let (invited, origin) = (&h.invited, &h.origin);
     // Warm the origin's keys with another invitee (its own bucket), and sign everything
     // first. The burst is sent at once (the server has 4 workers), so that it fits in the
     // one second a token takes to come back even on a loaded machine.
-    let warm = invite(&origin, &format!("@warm:{US}"));
-    assert_eq!(put(&invited, &origin, &warm).status, 200);
-    let invites: Vec<Invite> = (0..4).map(|_| invite(&origin, BOB)).collect();
+    let warm = invite(origin, &format!("@warm:{US}"));
+    assert_eq!(put(invited, origin, &warm).status, 200);
+    let invites: Vec<Invite> = (0..4).map(|_| invite(origin, BOB)).collect();
     let headers: Vec<String> = invites[..3]
         .iter()
         .map(|i| origin.sign_request("PUT", &i.path, US, Some(&i.body)))
@@ -845,8 +735,7 @@ fn rate_limit_per_invitee_429_then_recovers() {
     let answers: Vec<Answer> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..3)
             .map(|i| {
-                let (invited, inv, header, barrier) =
-                    (&invited, &invites[i], &headers[i], &barrier);
+                let (invited, inv, header, barrier) = (invited, &invites[i], &headers[i], &barrier);
                 s.spawn(move || {
                     barrier.wait();
                     put_auth(invited, inv, header)
@@ -866,7 +755,7 @@ fn rate_limit_per_invitee_429_then_recovers() {
     let r = refused[0];
     for i in (0..3).filter(|i| *i != r) {
         assert_accepted(
-            &invited,
+            invited,
             &invites[i],
             &answers[i],
             "pending",
@@ -875,8 +764,8 @@ fn rate_limit_per_invitee_429_then_recovers() {
     }
     let a2 = &answers[r];
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &invites[r],
         a2,
         429,
@@ -899,37 +788,25 @@ fn rate_limit_per_invitee_429_then_recovers() {
 
     // After waiting as told, a new invite goes through.
     std::thread::sleep(Duration::from_millis(retry_ms as u64));
-    let a3 = put(&invited, &origin, &invites[3]);
-    assert_accepted(
-        &invited,
-        &invites[3],
-        &a3,
-        "pending",
-        "after retry_after_ms",
-    );
+    let a3 = put(invited, origin, &invites[3]);
+    assert_accepted(invited, &invites[3], &a3, "pending", "after retry_after_ms");
 }
 
 #[test]
 fn rate_limit_per_origin() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(
-        dir.path(),
-        &ca,
-        "[rate_limits]\nper_origin_per_second = 0.01\nper_origin_burst = 2\n",
-    );
-    let a = invite(&origin, &format!("@a:{US}"));
-    let b = invite(&origin, &format!("@b:{US}"));
-    let c = invite(&origin, &format!("@c:{US}"));
-    let answer = put(&invited, &origin, &a);
-    assert_accepted(&invited, &a, &answer, "pending", "1st from the origin");
-    let answer = put(&invited, &origin, &b);
-    assert_accepted(&invited, &b, &answer, "pending", "2nd from the origin");
-    let answer = put(&invited, &origin, &c);
+    let h = Harness::start("[rate_limits]\nper_origin_per_second = 0.01\nper_origin_burst = 2\n");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let a = invite(origin, &format!("@a:{US}"));
+    let b = invite(origin, &format!("@b:{US}"));
+    let c = invite(origin, &format!("@c:{US}"));
+    let answer = put(invited, origin, &a);
+    assert_accepted(invited, &a, &answer, "pending", "1st from the origin");
+    let answer = put(invited, origin, &b);
+    assert_accepted(invited, &b, &answer, "pending", "2nd from the origin");
+    let answer = put(invited, origin, &c);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &c,
         &answer,
         429,
@@ -942,40 +819,30 @@ fn rate_limit_per_origin() {
 
 #[test]
 fn retries_are_not_charged_against_rate_limits() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
     // Two tokens per invitee, practically no refill during the test.
-    let invited = start_invited(
-        dir.path(),
-        &ca,
+    let h = Harness::start(
         "[rate_limits]\nper_invitee_per_second = 0.01\nper_invitee_burst = 2\n\
          per_origin_per_second = 1000.0\nper_origin_burst = 1000\n",
     );
-    let a = invite(&origin, BOB);
-    let first = put(&invited, &origin, &a);
-    assert_accepted(&invited, &a, &first, "pending", "A");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let a = invite(origin, BOB);
+    let first = put(invited, origin, &a);
+    assert_accepted(invited, &a, &first, "pending", "A");
     for n in 0..5 {
-        let again = put(&invited, &origin, &a);
+        let again = put(invited, origin, &a);
         assert_eq!(again.status, 200, "retry {n} of A: {}", again.text);
         assert_eq!(again.text, first.text, "retry {n} of A: the same bytes");
     }
     // Had the five retries been charged, B would be refused.
-    let b = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &b);
-    assert_accepted(
-        &invited,
-        &b,
-        &answer,
-        "pending",
-        "B after five retries of A",
-    );
+    let b = invite(origin, BOB);
+    let answer = put(invited, origin, &b);
+    assert_accepted(invited, &b, &answer, "pending", "B after five retries of A");
     // And the limiter is on: C, a third new invite, is refused.
-    let c = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &c);
+    let c = invite(origin, BOB);
+    let answer = put(invited, origin, &c);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &c,
         &answer,
         429,
@@ -983,27 +850,25 @@ fn retries_are_not_charged_against_rate_limits() {
         "rate limit per invitee",
     );
     // Retries of A and B still answer 200 with the limit exhausted.
-    assert_eq!(put(&invited, &origin, &a).text, first.text);
-    assert_eq!(put(&invited, &origin, &b).status, 200);
+    assert_eq!(put(invited, origin, &a).text, first.text);
+    assert_eq!(put(invited, origin, &b).status, 200);
 }
 
 #[test]
 fn a_rule_changed_with_the_cli_takes_effect_on_the_next_request() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let mut h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
 
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "before the rule");
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "before the rule");
 
-    cli(&invited, &["policy", "deny-server", "127.0.0.1"]);
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    cli(invited, &["policy", "deny-server", "127.0.0.1"]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -1011,25 +876,20 @@ fn a_rule_changed_with_the_cli_takes_effect_on_the_next_request() {
         "server deny 127.0.0.1",
     );
 
-    let out = cli(&invited, &["policy", "remove", "127.0.0.1"]);
+    let out = cli(invited, &["policy", "remove", "127.0.0.1"]);
     assert!(out.contains("removed 1 rule(s)"), "{out}");
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
-    assert_accepted(&invited, &inv, &answer, "pending", "after policy remove");
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "after policy remove");
 
     // Rules from the config file apply from the start.
-    drop(invited);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(
-        dir.path(),
-        &ca,
-        "[policy]\ndeny_servers = [\"127.0.0.*\"]\n",
-    );
-    let inv = invite(&origin, BOB);
-    let answer = put(&invited, &origin, &inv);
+    h.restart_fresh("[policy]\ndeny_servers = [\"127.0.0.*\"]\n");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
     assert_refused(
-        &invited,
-        &origin,
+        invited,
+        origin,
         &inv,
         &answer,
         403,
@@ -1043,22 +903,20 @@ fn a_rule_changed_with_the_cli_takes_effect_on_the_next_request() {
 
 #[test]
 fn refusal_log() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let config = invited.config_path.clone();
 
     // Nothing yet: an empty JSON array.
     assert_eq!(
-        cli_json(&invited, &["refusals", "list", "--json"]),
+        cli_json(invited, &["refusals", "list", "--json"]),
         json!([])
     );
 
     // Unauthenticated requests are not logged: a signature with a key the origin does not
     // publish, and no signature at all. (Sent first: the refusal log is written in order, so
     // once the later refusals are there, these would be too.)
-    let unlogged = invite(&origin, BOB);
+    let unlogged = invite(origin, BOB);
     let bad = origin.sign_request_with(
         &new_key("zz"),
         "PUT",
@@ -1067,38 +925,39 @@ fn refusal_log() {
         Some(&unlogged.body),
     );
     assert_error(
-        &put_auth(&invited, &unlogged, &bad),
+        &put_auth(invited, &unlogged, &bad),
         401,
         "M_UNAUTHORIZED",
         "unknown key",
     );
-    let resp = agent(None)
+    let resp = h
+        .agent
         .put(&invited.url(&unlogged.path))
         .send(serde_json::to_vec(&unlogged.body).unwrap())
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
     // A policy refusal.
-    cli(&invited, &["policy", "deny-user", "@mallory:*"]);
-    let by_policy = invite_from(&origin, "12", "mallory", BOB);
-    let answer = put(&invited, &origin, &by_policy);
+    cli(invited, &["policy", "deny-user", "@mallory:*"]);
+    let by_policy = invite_from(origin, "12", "mallory", BOB);
+    let answer = put(invited, origin, &by_policy);
     assert_error(&answer, 403, "M_FORBIDDEN", "deny-user");
 
     // A pipeline refusal: the invitee is not ours.
-    let foreign = invite(&origin, "@bob:elsewhere.test");
-    let answer = put(&invited, &origin, &foreign);
+    let foreign = invite(origin, "@bob:elsewhere.test");
+    let answer = put(invited, origin, &foreign);
     assert_error(&answer, 400, "M_INVALID_PARAM", "foreign invitee");
 
-    assert_eq!(wait_refusals(&invited, &by_policy.event_id, 1).len(), 1);
-    assert_eq!(wait_refusals(&invited, &foreign.event_id, 1).len(), 1);
+    assert_eq!(wait_refusals(invited, &by_policy.event_id, 1).len(), 1);
+    assert_eq!(wait_refusals(invited, &foreign.event_id, 1).len(), 1);
     assert_eq!(
-        refusal_count(&invited),
+        refusal_count(invited),
         2,
         "only the two authenticated refusals"
     );
-    assert!(refusals_for(&invited, &unlogged.event_id).is_empty());
+    assert!(refusals_for(invited, &unlogged.event_id).is_empty());
 
-    let list = cli_json(&invited, &["refusals", "list", "--json"]);
+    let list = cli_json(invited, &["refusals", "list", "--json"]);
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{list}");
     let fields: BTreeSet<&str> = [
@@ -1151,30 +1010,28 @@ fn refusal_log() {
 
     // --since: relative and absolute; --limit.
     assert_eq!(
-        cli_json(&invited, &["refusals", "list", "--since", "1h", "--json"]),
+        cli_json(invited, &["refusals", "list", "--since", "1h", "--json"]),
         list
     );
     assert_eq!(
-        cli_json(&invited, &["refusals", "list", "--since", "30m", "--json"]),
+        cli_json(invited, &["refusals", "list", "--since", "30m", "--json"]),
         list
     );
     let future = (now_ms() + 3_600_000).to_string();
     assert_eq!(
-        cli_json(
-            &invited,
-            &["refusals", "list", "--since", &future, "--json"]
-        ),
+        cli_json(invited, &["refusals", "list", "--since", &future, "--json"]),
         json!([])
     );
-    let one = cli_json(&invited, &["refusals", "list", "--limit", "1", "--json"]);
+    let one = cli_json(invited, &["refusals", "list", "--limit", "1", "--json"]);
     assert_eq!(one, json!([rows[0].clone()]));
     // The table form names the rules.
-    let table = cli(&invited, &["refusals", "list"]);
+    let table = cli(invited, &["refusals", "list"]);
     assert!(table.contains("user deny @mallory:*"), "{table}");
     assert!(table.contains("M_INVALID_PARAM"), "{table}");
 
     // The per-server-per-day view counts both.
-    let (n, errcodes): (i64, String) = db(&invited)
+    let (n, errcodes): (i64, String) = invited
+        .db()
         .query_row(
             "SELECT refusals, errcodes FROM refusals_per_server_per_day WHERE origin = ?1",
             [origin.name()],
@@ -1196,27 +1053,22 @@ fn refusal_log() {
 
 #[test]
 fn invites_cli_contract() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let invited = start_invited(dir.path(), &ca, "");
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
     let config = invited.config_path.clone();
     let carol = format!("@carol:{US}");
 
-    assert_eq!(
-        cli_json(&invited, &["invites", "list", "--json"]),
-        json!([])
-    );
+    assert_eq!(cli_json(invited, &["invites", "list", "--json"]), json!([]));
 
-    let for_bob = invite_from(&origin, "11", "alice", BOB);
-    let bob_answer = put(&invited, &origin, &for_bob);
-    assert_accepted(&invited, &for_bob, &bob_answer, "pending", "bob");
-    let for_carol = invite(&origin, &carol);
-    let answer = put(&invited, &origin, &for_carol);
-    assert_accepted(&invited, &for_carol, &answer, "pending", "carol");
+    let for_bob = invite_from(origin, "11", "alice", BOB);
+    let bob_answer = put(invited, origin, &for_bob);
+    assert_accepted(invited, &for_bob, &bob_answer, "pending", "bob");
+    let for_carol = invite(origin, &carol);
+    let answer = put(invited, origin, &for_carol);
+    assert_accepted(invited, &for_carol, &answer, "pending", "carol");
 
     // invites list --json: an array of objects with exactly these fields.
-    let list = cli_json(&invited, &["invites", "list", "--json"]);
+    let list = cli_json(invited, &["invites", "list", "--json"]);
     let items = list.as_array().unwrap();
     assert_eq!(items.len(), 2, "{list}");
     let fields: BTreeSet<&str> = [
@@ -1261,16 +1113,16 @@ fn invites_cli_contract() {
             .is_some_and(|t| (now_ms() - t).abs() < 120_000)
     );
     assert_eq!(bob_item["state"], json!("pending"));
-    let only_bob = cli_json(&invited, &["invites", "list", "--user", BOB, "--json"]);
+    let only_bob = cli_json(invited, &["invites", "list", "--user", BOB, "--json"]);
     assert_eq!(only_bob, json!([bob_item.clone()]));
-    let table = cli(&invited, &["invites", "list"]);
+    let table = cli(invited, &["invites", "list"]);
     assert!(
         table.contains(&for_bob.event_id) && table.contains("Test room"),
         "{table}"
     );
 
     // invites show: the co-signed event as answered, the room state, the warnings.
-    let shown = cli_json(&invited, &["invites", "show", &for_bob.event_id]);
+    let shown = cli_json(invited, &["invites", "show", &for_bob.event_id]);
     assert_eq!(shown["event"], bob_answer.json["event"], "{shown}");
     assert_eq!(shown["event_id"], json!(for_bob.event_id));
     assert_eq!(shown["state"], json!("pending"));
@@ -1283,19 +1135,19 @@ fn invites_cli_contract() {
     assert!(shown["warnings"].is_array(), "{shown}");
 
     // invites reject EVENT_ID.
-    let out = cli(&invited, &["invites", "reject", &for_bob.event_id]);
+    let out = cli(invited, &["invites", "reject", &for_bob.event_id]);
     assert!(
         out.contains(&format!("rejected {}", for_bob.event_id)),
         "{out}"
     );
     assert!(out.contains("1 invite(s) rejected"), "{out}");
     assert_eq!(
-        state_of(&invited, &for_bob.event_id).as_deref(),
+        state_of(invited, &for_bob.event_id).as_deref(),
         Some("rejected")
     );
-    assert!(!in_view(&invited, "pending_invites", &for_bob.event_id));
+    assert!(!in_view(invited, "pending_invites", &for_bob.event_id));
     let rejected = cli_json(
-        &invited,
+        invited,
         &["invites", "list", "--state", "rejected", "--json"],
     );
     assert_eq!(rejected.as_array().unwrap().len(), 1);
@@ -1306,33 +1158,33 @@ fn invites_cli_contract() {
 
     // invites reject --from-server GLOB: also ignored invites; a glob that matches nothing
     // changes nothing.
-    cli(&invited, &["policy", "ignore-user", "@mallory:*"]);
-    let ignored = invite_from(&origin, "12", "mallory", &carol);
-    let answer = put(&invited, &origin, &ignored);
-    assert_accepted(&invited, &ignored, &answer, "ignored", "ignored invite");
-    let out = cli(&invited, &["invites", "reject", "--from-server", "10.*"]);
+    cli(invited, &["policy", "ignore-user", "@mallory:*"]);
+    let ignored = invite_from(origin, "12", "mallory", &carol);
+    let answer = put(invited, origin, &ignored);
+    assert_accepted(invited, &ignored, &answer, "ignored", "ignored invite");
+    let out = cli(invited, &["invites", "reject", "--from-server", "10.*"]);
     assert!(out.contains("0 invite(s) rejected"), "{out}");
     assert_eq!(
-        state_of(&invited, &for_carol.event_id).as_deref(),
+        state_of(invited, &for_carol.event_id).as_deref(),
         Some("pending")
     );
     let out = cli(
-        &invited,
+        invited,
         &["invites", "reject", "--from-server", "127.0.0.*"],
     );
     assert!(out.contains("2 invite(s) rejected"), "{out}");
     for id in [&for_carol.event_id, &ignored.event_id, &for_bob.event_id] {
-        assert_eq!(state_of(&invited, id).as_deref(), Some("rejected"), "{id}");
+        assert_eq!(state_of(invited, id).as_deref(), Some("rejected"), "{id}");
     }
     assert_eq!(
         cli_json(
-            &invited,
+            invited,
             &["invites", "list", "--state", "pending", "--json"]
         ),
         json!([])
     );
     // A rejected invite's retry is still answered as before (the inviter learns nothing).
-    assert_eq!(put(&invited, &origin, &for_bob).text, bob_answer.text);
+    assert_eq!(put(invited, origin, &for_bob).text, bob_answer.text);
 
     // Errors: one line on stderr, non-zero exit, no panic.
     let line = cli_err(&config, &["invites", "show", "$nosuchevent"]);

@@ -9,8 +9,6 @@
 //! a last invite is still answered.
 
 mod common;
-#[path = "common/wire.rs"]
-mod wire;
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -19,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::invites::{Harness, Invite, US, valid_invite};
 use common::origin::TestOrigin;
+use common::wire::*;
 use common::*;
-use wire::*;
 
 const HEAD_TRICKLERS: usize = 200;
 const STALLED_BODIES: usize = 150;
@@ -31,7 +30,12 @@ const REQUEST_TIMEOUT_SECS: u64 = 5;
 /// A valid invite, signed, as request bytes (keep-alive: no `Connection: close`), with the
 /// offset where its body starts and its event ID.
 fn invite_request(origin: &TestOrigin, invitee: &str) -> (Vec<u8>, usize, String) {
-    let (path, body, event_id) = valid_invite(origin, "12", invitee);
+    let Invite {
+        path,
+        body,
+        event_id,
+        ..
+    } = valid_invite(origin, "12", invitee);
     let auth = x_matrix(origin, "PUT", &path, Some(&body));
     let body = canonical(&body);
     let head = format!(
@@ -53,26 +57,22 @@ fn still_open(s: &TcpStream) -> bool {
 
 #[test]
 fn slow_invite_clients_do_not_delay_a_valid_invite() {
-    let ca = TestCa::new();
-    let origin = TestOrigin::start(&ca);
-    let dir = tempfile::tempdir().unwrap();
-    let mut invited = start_invited(
-        dir.path(),
-        &ca,
-        &format!("[http]\nmax_connections = 1000\nrequest_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"),
-    );
-    let addr = invited.addr;
+    let mut h = Harness::start(&format!(
+        "[http]\nmax_connections = 1000\nrequest_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"
+    ));
+    let origin = &h.origin;
+    let addr = h.invited.addr;
 
     // The origin's keys are fetched once, before the measurement.
-    let (warm, _, _) = invite_request(&origin, &format!("@warm:{US}"));
+    let (warm, _, _) = invite_request(origin, &format!("@warm:{US}"));
     let r = exchange(addr, warm, Duration::from_secs(10), Duration::ZERO).unwrap();
     assert_eq!(r.status, 200, "warm-up invite: {}", r.text());
 
     // The invites to measure, and the one the slow clients send, made in advance.
     let fresh: Vec<(Vec<u8>, usize, String)> = (0..6)
-        .map(|i| invite_request(&origin, &format!("@fresh{i}:{US}")))
+        .map(|i| invite_request(origin, &format!("@fresh{i}:{US}")))
         .collect();
-    let (slow, body_at, slow_id) = invite_request(&origin, &format!("@slow:{US}"));
+    let (slow, body_at, slow_id) = invite_request(origin, &format!("@slow:{US}"));
     let slow: Arc<Vec<u8>> = Arc::new(slow);
 
     // Open the slow connections.
@@ -220,7 +220,7 @@ fn slow_invite_clients_do_not_delay_a_valid_invite() {
     );
 
     // None of the slow invites was stored; the fresh ones were; the server still answers.
-    let conn = rusqlite::Connection::open(dir.path().join("data/invited.db")).unwrap();
+    let conn = h.invited.db();
     let stored = |id: &str| -> i64 {
         conn.query_row(
             "SELECT count(*) FROM invites WHERE event_id = ?1",
@@ -233,7 +233,11 @@ fn slow_invite_clients_do_not_delay_a_valid_invite() {
     for (_, _, id) in &fresh[..5] {
         assert_eq!(stored(id), 1);
     }
-    assert!(invited.alive(), "the server died; log:\n{}", invited.log());
+    assert!(
+        h.invited.alive(),
+        "the server died; log:\n{}",
+        h.invited.log()
+    );
     let (last, _, _) = &fresh[5];
     let r = exchange(addr, last.clone(), Duration::from_secs(10), Duration::ZERO).unwrap();
     assert_eq!(

@@ -27,9 +27,22 @@ const WELL_KNOWN_CACHE_MAX: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct Discovery {
     well_known: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// The DNS server asked for SRV records. `None` (always, outside tests): the first
+    /// `nameserver` of `/etc/resolv.conf`, read at each lookup. Tests set a responder on
+    /// loopback, so that they never depend on (or send queries to) the machine's resolver.
+    nameserver: Option<SocketAddr>,
 }
 
 impl Discovery {
+    /// A `Discovery` whose SRV queries go to `nameserver` instead of the system's.
+    #[cfg(test)]
+    fn with_nameserver(nameserver: SocketAddr) -> Discovery {
+        Discovery {
+            nameserver: Some(nameserver),
+            ..Discovery::default()
+        }
+    }
+
     pub fn resolve(
         &self,
         client: &FederationClient,
@@ -42,9 +55,9 @@ impl Discovery {
                 Some(port) => named_target(&host, port),
                 None => {
                     if let Some(delegated) = self.well_known(client, &host) {
-                        return resolve_delegated(&delegated);
+                        return self.resolve_delegated(&delegated);
                     }
-                    srv_or_default(&host)
+                    self.srv_or_default(&host)
                 }
             },
         }
@@ -86,6 +99,46 @@ impl Discovery {
         }
         value
     }
+
+    /// Step 3 of the spec's rules, for a delegated `m.server`.
+    fn resolve_delegated(&self, delegated: &str) -> Result<Target, FetchError> {
+        let name = ServerName::parse(delegated).map_err(|e| FetchError(e.to_string()))?;
+        match name.host() {
+            Host::Ipv4(ip) => Ok(ip_target(IpAddr::V4(ip), name.port())),
+            Host::Ipv6(ip) => Ok(ip_target(IpAddr::V6(ip), name.port())),
+            Host::Dns(host) => match name.port() {
+                Some(port) => named_target(&host, port),
+                None => self.srv_or_default(&host),
+            },
+        }
+    }
+
+    /// SRV `_matrix-fed._tcp.<host>`, then `_matrix._tcp.<host>`, then `<host>:8448`. The TLS
+    /// name stays `host`; only the addresses come from the SRV target.
+    fn srv_or_default(&self, host: &str) -> Result<Target, FetchError> {
+        for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
+            if let Some((target, port)) = self.srv_lookup(&format!("{service}.{host}")) {
+                let addrs: Vec<SocketAddr> = (target.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| FetchError(format!("cannot resolve SRV target {target}: {e}")))?
+                    .collect();
+                return Ok(Target {
+                    authority: format!("{host}:{port}"),
+                    addrs,
+                });
+            }
+        }
+        named_target(host, DEFAULT_PORT)
+    }
+
+    /// The best SRV record for `name`, asked of our nameserver (see [`srv_query`]).
+    fn srv_lookup(&self, name: &str) -> Option<(String, u16)> {
+        let nameserver = match self.nameserver {
+            Some(nameserver) => nameserver,
+            None => system_nameserver()?,
+        };
+        srv_query(nameserver, name)
+    }
 }
 
 /// `m.server` from a well-known body, when it is a valid `host[:port]`.
@@ -114,48 +167,23 @@ fn named_target(host: &str, port: u16) -> Result<Target, FetchError> {
     })
 }
 
-/// Step 3 of the spec's rules, for a delegated `m.server`.
-fn resolve_delegated(delegated: &str) -> Result<Target, FetchError> {
-    let name = ServerName::parse(delegated).map_err(|e| FetchError(e.to_string()))?;
-    match name.host() {
-        Host::Ipv4(ip) => Ok(ip_target(IpAddr::V4(ip), name.port())),
-        Host::Ipv6(ip) => Ok(ip_target(IpAddr::V6(ip), name.port())),
-        Host::Dns(host) => match name.port() {
-            Some(port) => named_target(&host, port),
-            None => srv_or_default(&host),
-        },
-    }
+/// The first `nameserver` of `/etc/resolv.conf`, on port 53.
+fn system_nameserver() -> Option<SocketAddr> {
+    let resolv = std::fs::read("/etc/resolv.conf").ok()?;
+    let conf = resolv_conf::Config::parse(&resolv).ok()?;
+    let nameserver: IpAddr = conf.nameservers.first()?.into();
+    Some(SocketAddr::new(nameserver, 53))
 }
 
-/// SRV `_matrix-fed._tcp.<host>`, then `_matrix._tcp.<host>`, then `<host>:8448`. The TLS name
-/// stays `host`; only the addresses come from the SRV target.
-fn srv_or_default(host: &str) -> Result<Target, FetchError> {
-    for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
-        if let Some((target, port)) = srv_lookup(&format!("{service}.{host}")) {
-            let addrs: Vec<SocketAddr> = (target.as_str(), port)
-                .to_socket_addrs()
-                .map_err(|e| FetchError(format!("cannot resolve SRV target {target}: {e}")))?
-                .collect();
-            return Ok(Target {
-                authority: format!("{host}:{port}"),
-                addrs,
-            });
-        }
-    }
-    named_target(host, DEFAULT_PORT)
-}
-
-/// The best SRV record for `name` (lowest priority, then highest weight), if any.
-fn srv_lookup(name: &str) -> Option<(String, u16)> {
+/// Asks `nameserver` for the SRV records of `name`; the best one (lowest priority, then
+/// highest weight), if any.
+fn srv_query(nameserver: SocketAddr, name: &str) -> Option<(String, u16)> {
     use rsdns::clients::ClientConfig;
     use rsdns::clients::std::Client;
     use rsdns::records::{Class, data::Srv};
 
-    let resolv = std::fs::read("/etc/resolv.conf").ok()?;
-    let conf = resolv_conf::Config::parse(&resolv).ok()?;
-    let nameserver: IpAddr = conf.nameservers.first()?.into();
-    let config = ClientConfig::with_nameserver(SocketAddr::new(nameserver, 53))
-        .set_query_lifetime(Duration::from_secs(3));
+    let config =
+        ClientConfig::with_nameserver(nameserver).set_query_lifetime(Duration::from_secs(3));
     let mut client = Client::new(config).ok()?;
     let set = client.query_rrset::<Srv>(name, Class::IN).ok()?;
     let best = set
@@ -173,6 +201,180 @@ fn srv_lookup(name: &str) -> Option<(String, u16)> {
 mod tests {
     use super::*;
     use invited_matrix::json;
+    use std::net::UdpSocket;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// One SRV record: priority, weight, port, target (`"."`: "no service here").
+    type SrvRecord = (u16, u16, u16, &'static str);
+
+    /// A real DNS server on 127.0.0.1 (UDP): answers SRV queries for the names in its table
+    /// with hand-encoded records, NXDOMAIN for anything else, and notes every name asked.
+    /// The SRV step then runs exactly as in production (rsdns over a socket), without the
+    /// machine's resolver.
+    struct DnsResponder {
+        addr: SocketAddr,
+        asked: Arc<Mutex<Vec<String>>>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl DnsResponder {
+        fn start(table: &[(&'static str, Vec<SrvRecord>)]) -> DnsResponder {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let addr = socket.local_addr().unwrap();
+            let table: HashMap<String, Vec<SrvRecord>> = table
+                .iter()
+                .map(|(name, records)| (name.to_string(), records.clone()))
+                .collect();
+            let asked = Arc::new(Mutex::new(Vec::new()));
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = {
+                let (asked, stop) = (asked.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 1500];
+                    while !stop.load(Ordering::SeqCst) {
+                        let Ok((n, peer)) = socket.recv_from(&mut buf) else {
+                            continue;
+                        };
+                        let Some((name, reply)) = answer(&buf[..n], &table) else {
+                            continue;
+                        };
+                        asked.lock().unwrap().push(name);
+                        socket.send_to(&reply, peer).unwrap();
+                    }
+                })
+            };
+            DnsResponder {
+                addr,
+                asked,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        /// The names asked so far, in order.
+        fn asked(&self) -> Vec<String> {
+            self.asked.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for DnsResponder {
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::SeqCst);
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// The response to one DNS query (RFC 1035 §4): the question's name and the reply bytes.
+    fn answer(query: &[u8], table: &HashMap<String, Vec<SrvRecord>>) -> Option<(String, Vec<u8>)> {
+        const SRV: u16 = 33;
+        // Header (12 bytes), then the question: the name as labels, QTYPE, QCLASS.
+        let mut i = 12;
+        let mut labels = Vec::new();
+        loop {
+            let len = usize::from(*query.get(i)?);
+            i += 1;
+            if len == 0 {
+                break;
+            }
+            labels.push(String::from_utf8_lossy(query.get(i..i + len)?).to_lowercase());
+            i += len;
+        }
+        let qtype = u16::from_be_bytes([*query.get(i)?, *query.get(i + 1)?]);
+        let question = query.get(12..i + 4)?;
+        let name = labels.join(".");
+        let records = table.get(&name).filter(|_| qtype == SRV);
+
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&query[..2]); // the query's ID
+        // QR, RD, RA; RCODE 0 (no error) or 3 (NXDOMAIN).
+        reply.extend_from_slice(&[0x81, if records.is_some() { 0x80 } else { 0x83 }]);
+        let count = records.map_or(0, Vec::len) as u16;
+        for n in [1, count, 0, 0] {
+            reply.extend_from_slice(&u16::to_be_bytes(n));
+        }
+        reply.extend_from_slice(question);
+        for &(priority, weight, port, target) in records.into_iter().flatten() {
+            let mut rdata = Vec::new();
+            for n in [priority, weight, port] {
+                rdata.extend_from_slice(&n.to_be_bytes());
+            }
+            for label in target.split('.').filter(|l| !l.is_empty()) {
+                rdata.push(label.len() as u8);
+                rdata.extend_from_slice(label.as_bytes());
+            }
+            rdata.push(0);
+            reply.extend_from_slice(&[0xc0, 12]); // owner: a pointer to the question's name
+            reply.extend_from_slice(&SRV.to_be_bytes());
+            reply.extend_from_slice(&1u16.to_be_bytes()); // class IN
+            reply.extend_from_slice(&300u32.to_be_bytes()); // TTL
+            reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            reply.extend_from_slice(&rdata);
+        }
+        Some((name, reply))
+    }
+
+    /// SRV `_matrix-fed._tcp` first: the best record (lowest priority, then highest weight;
+    /// `.` means "no service" and is skipped) gives address and port, the authority (TLS name,
+    /// `Host`) keeps the server's own name.
+    #[test]
+    fn srv_matrix_fed_picks_the_best_record() {
+        let dns = DnsResponder::start(&[(
+            "_matrix-fed._tcp.srv.test",
+            vec![
+                (10, 100, 1111, "localhost."),
+                (0, 1, 2222, "localhost."),
+                (0, 100, 0, "."),
+                (0, 9, 3333, "localhost."),
+            ],
+        )]);
+        let target = Discovery::with_nameserver(dns.addr)
+            .srv_or_default("srv.test")
+            .unwrap();
+        assert_eq!(target.authority, "srv.test:3333");
+        assert!(!target.addrs.is_empty());
+        for a in &target.addrs {
+            assert!(a.ip().is_loopback() && a.port() == 3333, "{a}");
+        }
+        assert_eq!(dns.asked(), ["_matrix-fed._tcp.srv.test"]);
+    }
+
+    /// Without `_matrix-fed._tcp`, the deprecated `_matrix._tcp` is used.
+    #[test]
+    fn srv_deprecated_matrix_tcp_is_the_fallback() {
+        let dns =
+            DnsResponder::start(&[("_matrix._tcp.old.test", vec![(0, 0, 4444, "localhost.")])]);
+        let target = Discovery::with_nameserver(dns.addr)
+            .srv_or_default("old.test")
+            .unwrap();
+        assert_eq!(target.authority, "old.test:4444");
+        assert!(target.addrs.iter().all(|a| a.port() == 4444));
+        assert_eq!(
+            dns.asked(),
+            ["_matrix-fed._tcp.old.test", "_matrix._tcp.old.test"]
+        );
+    }
+
+    /// No SRV record (NXDOMAIN for both services), or only "no service" records: port 8448.
+    #[test]
+    fn without_srv_records_port_8448() {
+        let dns = DnsResponder::start(&[("_matrix-fed._tcp.localhost", vec![(0, 0, 0, ".")])]);
+        let target = Discovery::with_nameserver(dns.addr)
+            .srv_or_default("localhost")
+            .unwrap();
+        assert_eq!(target.authority, "localhost:8448");
+        assert!(target.addrs.iter().all(|a| a.port() == 8448));
+        assert_eq!(
+            dns.asked(),
+            ["_matrix-fed._tcp.localhost", "_matrix._tcp.localhost"]
+        );
+    }
 
     #[test]
     fn ip_literals_are_used_as_they_are() {
@@ -198,7 +400,8 @@ mod tests {
 
     /// The well-known step end to end: a real HTTPS server (test CA) answers
     /// `/.well-known/matrix/server` for `localhost`; the delegated `m.server` decides the
-    /// target; the answer is cached; a failure is cached too and falls through to port 8448.
+    /// target; the answer is cached; a failure is cached too and falls through to SRV (asked of
+    /// a responder on loopback that has no records) and then port 8448.
     #[test]
     fn well_known_delegation_over_https() {
         use std::sync::Arc;
@@ -270,12 +473,13 @@ mod tests {
             ip_range_allowlist: Vec::new(),
         };
         let name = ServerName::parse("localhost").unwrap();
+        let dns = DnsResponder::start(&[]);
 
         // Delegation to an IP literal with a port.
         let (port, hits, stop) = start(r#"{"m.server": "127.0.0.1:9911"}"#);
         let mut client = FederationClient::new(&config).unwrap();
         client.well_known_port = port;
-        let discovery = Discovery::default();
+        let discovery = Discovery::with_nameserver(dns.addr);
         let target = discovery.resolve(&client, &name).unwrap();
         assert_eq!(target.authority, "127.0.0.1:9911");
         assert_eq!(target.addrs, vec!["127.0.0.1:9911".parse().unwrap()]);
@@ -287,16 +491,23 @@ mod tests {
         // Delegation to a host name with a port: TLS name and Host are the delegated name.
         let (port, _hits, stop) = start(r#"{"m.server": "localhost:9912"}"#);
         client.well_known_port = port;
-        let target = Discovery::default().resolve(&client, &name).unwrap();
+        let target = Discovery::with_nameserver(dns.addr)
+            .resolve(&client, &name)
+            .unwrap();
         assert_eq!(target.authority, "localhost:9912");
         stop.shutdown();
+        assert!(dns.asked().is_empty(), "no SRV query: {:?}", dns.asked());
 
         // An invalid answer falls through to SRV (none here) and then port 8448.
+        let srv_queries = ["_matrix-fed._tcp.localhost", "_matrix._tcp.localhost"];
         let (port, _hits, stop) = start(r#"{"m.server": "not a server name"}"#);
         client.well_known_port = port;
-        let target = Discovery::default().resolve(&client, &name).unwrap();
+        let target = Discovery::with_nameserver(dns.addr)
+            .resolve(&client, &name)
+            .unwrap();
         assert_eq!(target.authority, "localhost:8448");
         stop.shutdown();
+        assert_eq!(dns.asked(), srv_queries);
 
         // A certificate the client does not trust: no delegation, port 8448.
         let untrusting = crate::config::FederationConfig {
@@ -306,8 +517,11 @@ mod tests {
         let (port, hits, stop) = start(r#"{"m.server": "127.0.0.1:9913"}"#);
         let mut strict = FederationClient::new(&untrusting).unwrap();
         strict.well_known_port = port;
-        let target = Discovery::default().resolve(&strict, &name).unwrap();
+        let target = Discovery::with_nameserver(dns.addr)
+            .resolve(&strict, &name)
+            .unwrap();
         assert_eq!(target.authority, "localhost:8448");
+        assert_eq!(dns.asked(), [srv_queries, srv_queries].concat());
         assert_eq!(
             hits.load(Ordering::SeqCst),
             0,
@@ -318,10 +532,13 @@ mod tests {
 
     #[test]
     fn delegation_to_ip_and_port() {
-        let t = resolve_delegated("127.0.0.1:9000").unwrap();
+        let dns = DnsResponder::start(&[]);
+        let discovery = Discovery::with_nameserver(dns.addr);
+        let t = discovery.resolve_delegated("127.0.0.1:9000").unwrap();
         assert_eq!(t.authority, "127.0.0.1:9000");
-        let t = resolve_delegated("localhost:9000").unwrap();
+        let t = discovery.resolve_delegated("localhost:9000").unwrap();
         assert_eq!(t.authority, "localhost:9000");
         assert!(!t.addrs.is_empty());
+        assert!(dns.asked().is_empty(), "an explicit port needs no SRV");
     }
 }

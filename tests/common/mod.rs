@@ -1,6 +1,15 @@
 //! Shared test harness: runs the real `invited` binary on an ephemeral loopback port with a
 //! temporary data directory, and talks to it over real HTTP(S). No mocks.
+//!
+//! Every test file (and `benches/load.rs`) declares `mod common;`; its parts are submodules:
+//! `invites` (the usual end-to-end setup, [`invites::Harness`]; valid invites; answers and
+//! their checks), `origin` (the test origin homeserver) and `wire` (independent canonical JSON
+//! and X-Matrix signing, a raw HTTP/1.1 client).
 #![allow(dead_code)]
+
+pub mod invites;
+pub mod origin;
+pub mod wire;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -74,11 +83,21 @@ pub struct Invited {
 }
 
 /// Writes `invited.toml` into `dir` with an ephemeral port, `dir/data` as data dir, server
-/// name `server_name`, and `extra` TOML appended.
+/// name `server_name`, 2 workers, and `extra` TOML appended.
 pub fn write_config(dir: &Path, server_name: &str, extra: &str) -> PathBuf {
+    write_config_with_workers(dir, server_name, 2, extra)
+}
+
+/// [`write_config`] with this many workers.
+pub fn write_config_with_workers(
+    dir: &Path,
+    server_name: &str,
+    workers: usize,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("invited.toml");
     let text = format!(
-        "server_name = \"{server_name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nworkers = 2\n{extra}\n"
+        "server_name = \"{server_name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nworkers = {workers}\n{extra}\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -182,6 +201,24 @@ impl Invited {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The database, opened read-only for assertions (it never changes or checkpoints the
+    /// file, even after a crash), waiting up to 10 s for a lock.
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.dir.join("data/invited.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        conn
+    }
+
+    /// SIGKILL, and waits for the exit (what dropping it does).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit (at most 20 s).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         signal(self.pid(), "TERM");
@@ -203,8 +240,7 @@ impl Invited {
 
 impl Drop for Invited {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 }
 
@@ -302,5 +338,3 @@ pub fn python(script: &str, input: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
-pub mod invites;
-pub mod origin;

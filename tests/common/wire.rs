@@ -1,21 +1,18 @@
 //! Helpers shared by the robustness tests (`crash_safety`, `malformed_corpus`,
-//! `slow_clients_invite`): building and signing invites (also bodies ruma cannot represent),
-//! and a small raw HTTP/1.1 client whose bytes on the wire are exactly what the test says.
-//!
-//! Included with `#[path = "common/wire.rs"] mod wire;` next to `mod common;`.
+//! `slow_clients_invite`) and `invite_pipeline`: signing requests over our own canonical JSON
+//! (so bodies ruma cannot represent can be signed too), and a small raw HTTP/1.1 client whose
+//! bytes on the wire are exactly what the test says.
 #![allow(dead_code)]
 
-// Re-exported so the files that include this module find everything in one place.
-#[allow(unused_imports)]
-pub use crate::common::invites::{US, enc, invite_path, start_invited};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ruma_signatures::KeyPair as _;
-use serde_json::{Value as J, json};
+use serde_json::Value as J;
 
-use super::common::origin::TestOrigin;
+use super::invites::US;
+use super::origin::TestOrigin;
 
 /// Canonical JSON of a serde_json value (sorted keys, no whitespace), independent of invited.
 pub fn canonical(v: &J) -> String {
@@ -92,27 +89,6 @@ pub fn x_matrix_for_text(
 pub fn x_matrix(origin: &TestOrigin, method: &str, uri: &str, content: Option<&J>) -> String {
     let text = content.map(canonical);
     x_matrix_for_text(origin, method, uri, US, text.as_deref())
-}
-
-/// A complete, valid v2 invite in a fresh room of `version`: (path, body, event ID).
-pub fn valid_invite(origin: &TestOrigin, version: &str, invitee: &str) -> (String, J, String) {
-    let (create, room_id) = origin.create_event(version, "alice");
-    let name = origin.state_event(version, &room_id, "m.room.name", json!({"name": "Room"}));
-    invite_in_room(origin, version, &room_id, &[create, name], invitee)
-}
-
-/// A valid v2 invite into an existing room with this `invite_room_state`.
-pub fn invite_in_room(
-    origin: &TestOrigin,
-    version: &str,
-    room_id: &str,
-    state: &[J],
-    invitee: &str,
-) -> (String, J, String) {
-    let event = origin.hash_and_sign(&origin.raw_invite(version, room_id, invitee), version);
-    let event_id = TestOrigin::event_id(&event, version);
-    let body = json!({"room_version": version, "event": event, "invite_room_state": state});
-    (invite_path(2, room_id, &event_id), body, event_id)
 }
 
 // ---------------------------------------------------------------------------------------------

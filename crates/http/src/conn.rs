@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
+use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
 use crate::sys;
-use crate::{EdgeError, Limits, Request};
 
 /// How long a closing connection is drained before the socket is closed. Closing a socket with
 /// unread input makes the kernel send RST, which can destroy the response we just wrote (a 413

@@ -1,7 +1,7 @@
 //! Request-head parsing and the framing rules, as pure functions over a byte buffer: every limit
 //! and every refusal can then be tested (and fed arbitrary bytes) without a socket.
 
-use crate::{EdgeError, Limits};
+use crate::api::{EdgeError, Limits};
 
 /// A complete request head that passed every framing rule.
 #[derive(Debug)]

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use crate::Limits;
+use crate::api::Limits;
 use crate::conn::{Conn, Slot, Step, Work};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
 
 /// Messages to the I/O thread; each is followed by a wake-up of its poll.

@@ -1,7 +1,7 @@
 //! Turning a [`Response`] into bytes. The edge owns the framing headers, so whatever the
 //! application sets, the client always gets exactly one correct `Content-Length`.
 
-use crate::Response;
+use crate::api::Response;
 
 /// How the connection goes on after this response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,16 +6,17 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
+use crate::api::{Handler, Limits};
 use crate::conn::Slot;
 use crate::io_loop::{IoLoop, ToIo};
-use crate::sys::{self, WakeReceiver, Waker};
+use crate::shared::Shared;
+use crate::sys::{self, WakeReceiver};
 use crate::worker::Worker;
-use crate::{Handler, Limits};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -36,29 +37,6 @@ impl Default for ServerOptions {
             limits: Limits::default(),
             tls: None,
         }
-    }
-}
-
-/// State every thread of one server sees.
-pub(crate) struct Shared {
-    stop: AtomicBool,
-    accept_waker: Waker,
-    io_waker: Waker,
-}
-
-impl Shared {
-    pub(crate) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        self.accept_waker.wake();
-        self.io_waker.wake();
-    }
-
-    pub(crate) fn wake_io(&self) {
-        self.io_waker.wake();
     }
 }
 
@@ -109,11 +87,7 @@ impl Server {
         Ok(Server {
             listener,
             options,
-            shared: Arc::new(Shared {
-                stop: AtomicBool::new(false),
-                accept_waker,
-                io_waker,
-            }),
+            shared: Arc::new(Shared::new(accept_waker, io_waker)),
             accept_wake,
             io_wake,
             local_addr,
@@ -305,7 +279,7 @@ fn accept_failed(e: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EdgeError, Request, Response};
+    use crate::api::{EdgeError, Request, Response};
     use std::io::{Read, Write};
 
     struct Ok200;

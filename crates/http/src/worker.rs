@@ -9,11 +9,11 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::api::{EdgeError, Handler, Limits, Response};
 use crate::conn::{Work, after};
 use crate::io_loop::{Job, ToIo};
 use crate::response::{Persist, serialize};
-use crate::server::Shared;
-use crate::{EdgeError, Handler, Limits, Response};
+use crate::shared::Shared;
 
 pub(crate) struct Worker {
     pub jobs: Arc<Mutex<Receiver<Job>>>,
