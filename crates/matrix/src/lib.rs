@@ -8,6 +8,8 @@
 //! Start at [`json`] for the value type every other module works on, and at
 //! [`RoomVersion`] for how versions differ.
 
+#![forbid(unsafe_code)]
+
 pub mod base64;
 pub mod errcode;
 pub mod event;

@@ -1,8 +1,8 @@
 //! The one table of room versions 1–12.
 //!
 //! Every difference between room versions that this project cares about is a field here, so
-//! no other code compares version strings. Sources: the spec's room version pages and
-//! `shared/spec/room-versions.md`.
+//! no other code compares version strings. Source: the spec's room version pages,
+//! <https://spec.matrix.org/v1.16/rooms/>.
 
 /// How events of a room version are laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,8 @@ pub enum EventIdFormat {
 }
 
 /// What a room version's redaction algorithm keeps. Each flag is one change a later room
-/// version made to the v1 rules (`shared/spec/redaction.md`, "What each version changed").
+/// version made to the v1 rules (<https://spec.matrix.org/v1.16/client-server-api/#redactions>
+/// and each version's page, e.g. <https://spec.matrix.org/v1.16/rooms/v11/#redactions>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedactionRules {
     /// v1–v10 keep top-level `origin`, `membership` and `prev_state`; v11 drops them.

@@ -23,10 +23,11 @@
 //! Coverage of room versions: ruma 0.20 has `RoomVersionRules::V1` … `V12` with the redaction
 //! rules of every version (no feature flag needed), so there is no gap to fill with Synapse.
 //!
-//! Where ruma deviates from the spec digest (shared/spec/redaction.md), the case is excluded
+//! Where ruma deviates from our reading of the spec
+//! (<https://spec.matrix.org/v1.16/client-server-api/#redactions>), the case is excluded
 //! from the generated events and pinned by a test of its own:
-//! * a non-object `content.third_party_invite` in v11+: ruma keeps it as is; the digest says
-//!   to follow Synapse and drop it (`ruma_keeps_non_object_third_party_invite`);
+//! * a non-object `content.third_party_invite` in v11+: ruma keeps it as is; we follow Synapse
+//!   and drop it (`ruma_keeps_non_object_third_party_invite`);
 //! * a missing or non-object `content`: ruma leaves it as is; the spec's algorithm (and
 //!   Synapse) always produce an object (`ruma_keeps_non_object_content`).
 //!
@@ -712,7 +713,7 @@ fn required_by_ruma_besides_sender(e: &Object, v: &RoomVersion) -> bool {
 // Documented deviations of the oracle
 
 /// v11+ keep `third_party_invite` "reduced to its `signed` key"; for a value that is not an
-/// object the spec says nothing. The digest (shared/spec/redaction.md) says to follow Synapse
+/// object the spec says nothing. We follow Synapse
 /// (`prune_event_dict`: drop it); ruma 0.20 keeps the value unchanged. Excluded above.
 #[test]
 fn ruma_keeps_non_object_third_party_invite() {
