@@ -37,7 +37,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Rng, gen_string, spec_key};
+use common::{Rng, from_serde, gen_string, spec_key};
 use invited_matrix::{
     EventIdFormat, KeyId, Object, ROOM_VERSIONS, RoomVersion, ServerName, Value, add_content_hash,
     base64, check_content_hash, content_hash, event_id, event_signing_bytes, redact,
@@ -468,7 +468,7 @@ fn gen_event(rng: &mut Rng, v: &RoomVersion) -> (Object, Vec<String>) {
     for (k, val) in extra {
         e.insert(k, val);
     }
-    let mut obj = Value::from(serde_json::Value::Object(e))
+    let mut obj = from_serde(&serde_json::Value::Object(e))
         .as_object()
         .unwrap()
         .clone();
@@ -682,7 +682,7 @@ fn tamper_checks(
     let mut e = signed.clone();
     e.insert(
         "unsigned".into(),
-        Value::from(serde_json::json!({"age": 1})),
+        from_serde(&serde_json::json!({"age": 1})),
     );
     let (ours, theirs) = verdicts(&e);
     check("changed unsigned (ours)", ours, "ok".into());
