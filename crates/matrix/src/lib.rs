@@ -13,6 +13,7 @@
 pub mod base64;
 pub mod errcode;
 pub mod event;
+pub mod glob;
 pub mod ids;
 pub mod json;
 pub mod redaction;

@@ -1,0 +1,63 @@
+//! Matrix globs, as server ACLs, moderation policy lists and MSC4155 invite filters use them:
+//! `*` matches any run of characters (including none), `?` exactly one, everything else
+//! itself. Spec: <https://spec.matrix.org/v1.16/appendices/#glob-style-matching>.
+
+/// Whether `text` matches the glob `pattern`, character by character and case-sensitively
+/// (callers that compare hostnames lower-case both sides, see [`host`]).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The host of a server name, without port, in lower case: what server globs are matched
+/// against. DNS names are case-insensitive, so a spammer cannot dodge `*.example.org` with
+/// `EXAMPLE.org`, and a rule cannot be dodged by naming a port.
+pub fn host(server_name: &str) -> String {
+    let h = match server_name.rfind(':') {
+        Some(i) if !server_name[i..].contains(']') => &server_name[..i],
+        _ => server_name,
+    };
+    h.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*.example.org", "spam.example.org"));
+        assert!(!glob_match("*.example.org", "example.org"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(glob_match("@*:bad.org", "@x:bad.org"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host("Example.org:8448"), "example.org");
+        assert_eq!(host("[::1]:8448"), "[::1]");
+        assert_eq!(host("[::1]"), "[::1]");
+    }
+}
