@@ -10,13 +10,16 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` in the pattern is a wildcard even where the text has a `*`: test it before
+        // literal equality, or a star matched as a literal is never backtracked into.
+        if pi < p.len() && p[pi] == '*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
+            // Backtrack: the last star swallows one more character.
             pi = sp + 1;
             ti = st + 1;
             star = Some((sp, st + 1));
@@ -52,6 +55,19 @@ mod tests {
         assert!(glob_match("@*:bad.org", "@x:bad.org"));
         assert!(glob_match("*a*b*", "xxaxxbxx"));
         assert!(!glob_match("*a*b", "xxaxxbxxc"));
+    }
+
+    /// A `*` in the text is just a character: the pattern's `*` must still be free to match
+    /// more than it. (The version moved from policy.rs matched the two stars as literals and
+    /// never backtracked into the pattern's star, so the first three were false.)
+    #[test]
+    fn star_in_text() {
+        assert!(glob_match("@*:spam.example", "@*a:spam.example"));
+        assert!(glob_match("*", "*"));
+        assert!(glob_match("*b", "*ab"));
+        assert!(glob_match("a*", "a*b"));
+        assert!(!glob_match("a*c", "a*b"));
+        assert!(glob_match("?", "*"));
     }
 
     #[test]
