@@ -68,6 +68,36 @@ mod tests {
         assert!(glob_match("a*", "a*b"));
         assert!(!glob_match("a*c", "a*b"));
         assert!(glob_match("?", "*"));
+        // What the property test below shrinks the old bug to.
+        assert!(glob_match("?*", "?*a"));
+    }
+
+    /// The reference: the glob as an anchored regex, everything escaped but `*` and `?`.
+    fn reference(pattern: &str, text: &str) -> bool {
+        let mut re = String::from("(?s)^");
+        for c in pattern.chars() {
+            match c {
+                '*' => re.push_str(".*"),
+                '?' => re.push('.'),
+                c => re.push_str(&regex::escape(&c.to_string())),
+            }
+        }
+        re.push('$');
+        regex::Regex::new(&re).unwrap().is_match(text)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Small alphabets, with the metacharacters in both pattern and text, so stars and
+        /// question marks meet each other and the separators of IDs often.
+        #[test]
+        fn matches_the_regex_reference(
+            pattern in "[ab*?:@.é]{0,8}",
+            text in "[ab*?:@.é\n]{0,10}",
+        ) {
+            proptest::prop_assert_eq!(glob_match(&pattern, &text), reference(&pattern, &text));
+        }
     }
 
     #[test]
