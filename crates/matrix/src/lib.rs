@@ -16,6 +16,7 @@ pub mod event;
 pub mod glob;
 pub mod ids;
 pub mod json;
+pub mod pdu;
 pub mod redaction;
 pub mod room_version;
 pub mod signing;
