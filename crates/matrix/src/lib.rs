@@ -15,6 +15,7 @@ pub mod errcode;
 pub mod event;
 pub mod glob;
 pub mod ids;
+pub mod invite;
 pub mod json;
 pub mod pdu;
 pub mod redaction;
