@@ -20,6 +20,7 @@ pub mod json;
 pub mod pdu;
 pub mod redaction;
 pub mod room_version;
+pub mod server_keys;
 pub mod signing;
 pub mod x_matrix;
 
