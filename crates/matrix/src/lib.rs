@@ -16,6 +16,7 @@ pub mod event;
 pub mod glob;
 pub mod ids;
 pub mod invite;
+pub mod invitee_settings;
 pub mod json;
 pub mod pdu;
 pub mod redaction;
