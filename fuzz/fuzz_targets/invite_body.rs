@@ -3,7 +3,7 @@
 //! endpoint versions: no panics, and every refusal is a 4xx Matrix error.
 #![no_main]
 
-use invited::invite::{Api, check_request};
+use invited_matrix::invite::{Api, check_request};
 use invited_matrix::{ServerName, json};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,9 +15,9 @@ fuzz_target!(|data: &[u8]| {
     let us = ServerName::parse("invited.example").unwrap();
     for api in [Api::V1, Api::V2] {
         let room = body["event"]["room_id"].as_str().unwrap_or("!r:origin.example");
-        match check_request(api, &body, &origin, &us, room, "$e") {
+        match check_request(api, body.clone(), &origin, &us, room, "$e") {
             Ok(checked) => assert!(checked.event_id.as_str().starts_with('$')),
-            Err(e) => assert!((400..500).contains(&e.status), "{e}"),
+            Err(e) => assert!((400..500).contains(&e.code.status()), "{e}"),
         }
     }
 });

@@ -1,8 +1,10 @@
 //! Events: content hash, reference hash, event IDs, v12 room IDs, signing and verifying.
 //!
 //! All of it is "redact per the room version, drop some keys, canonical JSON, then SHA-256 or
-//! ed25519" — the details of which keys and which version are what this file pins down
-//! (`shared/spec/signing.md` §5–6).
+//! ed25519" — the details of which keys and which version are what this file pins down.
+//! Spec: <https://spec.matrix.org/v1.16/server-server-api/#signing-events> (content hash,
+//! reference hash, signing) and the room version pages for event IDs
+//! (<https://spec.matrix.org/v1.16/rooms/v4/#event-ids>).
 
 use std::fmt;
 

@@ -240,45 +240,6 @@ impl From<Vec<Value>> for Value {
     }
 }
 
-/// Converts from `serde_json`, for building values in code and tests. Numbers keep serde_json's
-/// reading (an `f64` stays a float).
-impl From<&serde_json::Value> for Value {
-    fn from(v: &serde_json::Value) -> Value {
-        match v {
-            serde_json::Value::Null => Value::Null,
-            serde_json::Value::Bool(b) => Value::Bool(*b),
-            serde_json::Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    Value::int(i)
-                } else if let Some(u) = n.as_u64() {
-                    Value::Number(Number::Int(u.to_string().into_boxed_str()))
-                } else {
-                    Value::Number(Number::Float(n.as_f64().unwrap_or(0.0)))
-                }
-            }
-            serde_json::Value::String(s) => Value::String(s.clone()),
-            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from).collect()),
-            serde_json::Value::Object(o) => {
-                Value::Object(o.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect())
-            }
-        }
-    }
-}
-
-impl From<serde_json::Value> for Value {
-    fn from(v: serde_json::Value) -> Value {
-        Value::from(&v)
-    }
-}
-
-/// Converts to `serde_json` by re-parsing our canonical text (exact for every integer
-/// serde_json can hold).
-impl From<&Value> for serde_json::Value {
-    fn from(v: &Value) -> serde_json::Value {
-        serde_json::from_str(&v.to_canonical_string()).unwrap_or(serde_json::Value::Null)
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Strict (canonical) check
 

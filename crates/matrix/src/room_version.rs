@@ -1,8 +1,8 @@
 //! The one table of room versions 1–12.
 //!
 //! Every difference between room versions that this project cares about is a field here, so
-//! no other code compares version strings. Sources: the spec's room version pages and
-//! `shared/spec/room-versions.md`.
+//! no other code compares version strings. Source: the spec's room version pages,
+//! <https://spec.matrix.org/v1.16/rooms/>.
 
 /// How events of a room version are laid out on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +25,8 @@ pub enum EventIdFormat {
 }
 
 /// What a room version's redaction algorithm keeps. Each flag is one change a later room
-/// version made to the v1 rules (`shared/spec/redaction.md`, "What each version changed").
+/// version made to the v1 rules (<https://spec.matrix.org/v1.16/client-server-api/#redactions>
+/// and each version's page, e.g. <https://spec.matrix.org/v1.16/rooms/v11/#redactions>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RedactionRules {
     /// v1–v10 keep top-level `origin`, `membership` and `prev_state`; v11 drops them.
@@ -66,6 +67,14 @@ pub struct RoomVersion {
     pub top_level_redacts: bool,
     /// The largest `depth` the PDU format allows.
     pub max_depth: i64,
+    /// Versions 1–2 are the only ones `PUT /_matrix/federation/v1/invite` can carry: "Servers
+    /// which receive a v1 invite request must assume that the room version is either "1" or
+    /// "2"" (<https://spec.matrix.org/v1.16/server-server-api/#put_matrixfederationv1inviteroomideventid>).
+    pub v1_invite_api: bool,
+    /// Version 12: clients get the room's create event as the full PDU rather than stripped
+    /// state, so they can check the room ID is its hash (MSC4311,
+    /// <https://github.com/matrix-org/matrix-spec-proposals/pull/4311>).
+    pub create_event_full_pdu_for_clients: bool,
 }
 
 const R_V1: RedactionRules = RedactionRules {
@@ -114,6 +123,8 @@ const fn v(
     v12: bool,
     top_level_redacts: bool,
     max_depth: i64,
+    v1_api: bool,
+    full_create: bool,
 ) -> RoomVersion {
     RoomVersion {
         id,
@@ -125,34 +136,59 @@ const fn v(
         room_id_is_create_event_hash: v12,
         top_level_redacts,
         max_depth,
+        v1_invite_api: v1_api,
+        create_event_full_pdu_for_clients: full_create,
     }
 }
 
+use crate::json::Value;
 use EventFormat::{V1 as F1, V3 as F3};
 use EventIdFormat::{Field, HashStandard, HashUrlSafe};
 
 /// Every room version we support, in order.
 #[rustfmt::skip]
 pub static ROOM_VERSIONS: [RoomVersion; 12] = [
-    //  id    format id-format     redaction strict keys   v12    redacts depth
-    v("1",  F1, Field,        R_V1,  false, false, false, true,  I64_MAX),
-    v("2",  F1, Field,        R_V1,  false, false, false, true,  I64_MAX),
-    v("3",  F3, HashStandard, R_V1,  false, false, false, true,  I64_MAX),
-    v("4",  F3, HashUrlSafe,  R_V1,  false, false, false, true,  I64_MAX),
-    v("5",  F3, HashUrlSafe,  R_V1,  false, true,  false, true,  I64_MAX),
-    v("6",  F3, HashUrlSafe,  R_V6,  true,  true,  false, true,  SAFE_MAX),
-    v("7",  F3, HashUrlSafe,  R_V6,  true,  true,  false, true,  SAFE_MAX),
-    v("8",  F3, HashUrlSafe,  R_V8,  true,  true,  false, true,  SAFE_MAX),
-    v("9",  F3, HashUrlSafe,  R_V9,  true,  true,  false, true,  SAFE_MAX),
-    v("10", F3, HashUrlSafe,  R_V9,  true,  true,  false, true,  SAFE_MAX),
-    v("11", F3, HashUrlSafe,  R_V11, true,  true,  false, false, SAFE_MAX),
-    v("12", F3, HashUrlSafe,  R_V11, true,  true,  true,  false, SAFE_MAX),
+    //  id    format id-format     redaction strict keys   v12    redacts depth     v1-api full-create
+    v("1",  F1, Field,        R_V1,  false, false, false, true,  I64_MAX,  true,  false),
+    v("2",  F1, Field,        R_V1,  false, false, false, true,  I64_MAX,  true,  false),
+    v("3",  F3, HashStandard, R_V1,  false, false, false, true,  I64_MAX,  false, false),
+    v("4",  F3, HashUrlSafe,  R_V1,  false, false, false, true,  I64_MAX,  false, false),
+    v("5",  F3, HashUrlSafe,  R_V1,  false, true,  false, true,  I64_MAX,  false, false),
+    v("6",  F3, HashUrlSafe,  R_V6,  true,  true,  false, true,  SAFE_MAX, false, false),
+    v("7",  F3, HashUrlSafe,  R_V6,  true,  true,  false, true,  SAFE_MAX, false, false),
+    v("8",  F3, HashUrlSafe,  R_V8,  true,  true,  false, true,  SAFE_MAX, false, false),
+    v("9",  F3, HashUrlSafe,  R_V9,  true,  true,  false, true,  SAFE_MAX, false, false),
+    v("10", F3, HashUrlSafe,  R_V9,  true,  true,  false, true,  SAFE_MAX, false, false),
+    v("11", F3, HashUrlSafe,  R_V11, true,  true,  false, false, SAFE_MAX, false, false),
+    v("12", F3, HashUrlSafe,  R_V11, true,  true,  true,  false, SAFE_MAX, false, true),
 ];
+
+/// What an `m.room.create` event without `content.room_version` means: "Defaults to "1" if
+/// the key does not exist" (<https://spec.matrix.org/v1.16/client-server-api/#mroomcreate>).
+const CREATE_EVENT_DEFAULT: &str = "1";
 
 impl RoomVersion {
     /// The room version with this exact identifier, if we support it.
     pub fn by_id(id: &str) -> Option<&'static RoomVersion> {
         ROOM_VERSIONS.iter().find(|v| v.id == id)
+    }
+
+    /// The version identifier an `m.room.create` event's `content` declares: its
+    /// `room_version` string, or `"1"` when there is none (a non-string counts as none). Not
+    /// necessarily a version we support.
+    pub fn declared_by_create(content: &Value) -> &str {
+        content
+            .get("room_version")
+            .and_then(Value::as_str)
+            .unwrap_or(CREATE_EVENT_DEFAULT)
+    }
+
+    /// The room version of a `/v1/invite` request. `declared` is what the create event in its
+    /// room state declares ([`RoomVersion::declared_by_create`]); a request without a create
+    /// event is for version 1. `None` when the declared version is not one the v1 API carries
+    /// ([`RoomVersion::v1_invite_api`]).
+    pub fn for_v1_api(declared: Option<&str>) -> Option<&'static RoomVersion> {
+        RoomVersion::by_id(declared.unwrap_or(CREATE_EVENT_DEFAULT)).filter(|v| v.v1_invite_api)
     }
 
     /// Whether events carry an `event_id` field (versions 1–2).
@@ -186,5 +222,38 @@ mod tests {
         assert!(v("10").redaction.keep_origin_membership_prev_state);
         assert!(!v("11").redaction.keep_origin_membership_prev_state);
         assert_eq!(v("11").redaction, v("12").redaction);
+        let v1_api: Vec<_> = ROOM_VERSIONS.iter().filter(|v| v.v1_invite_api).collect();
+        assert_eq!(v1_api, [v("1"), v("2")]);
+        let full_create: Vec<_> = ROOM_VERSIONS
+            .iter()
+            .filter(|v| v.create_event_full_pdu_for_clients)
+            .collect();
+        assert_eq!(full_create, [v("12")]);
+    }
+
+    #[test]
+    fn declared_by_create_event() {
+        let content = |text| crate::json::parse(text).unwrap();
+        assert_eq!(RoomVersion::declared_by_create(&content("{}")), "1");
+        assert_eq!(
+            RoomVersion::declared_by_create(&content(r#"{"room_version":5}"#)),
+            "1"
+        );
+        let v11 = content(r#"{"room_version":"11"}"#);
+        assert_eq!(RoomVersion::declared_by_create(&v11), "11");
+        let odd = content(r#"{"room_version":"org.example.custom"}"#);
+        assert_eq!(RoomVersion::declared_by_create(&odd), "org.example.custom");
+    }
+
+    #[test]
+    fn v1_api_versions() {
+        let id = |declared| RoomVersion::for_v1_api(declared).map(|v| v.id);
+        assert_eq!(id(None), Some("1"));
+        assert_eq!(id(Some("1")), Some("1"));
+        assert_eq!(id(Some("2")), Some("2"));
+        assert_eq!(id(Some("3")), None);
+        assert_eq!(id(Some("12")), None);
+        assert_eq!(id(Some("99")), None);
+        assert_eq!(id(Some("")), None);
     }
 }

@@ -12,7 +12,8 @@ use crate::base64;
 use crate::ids::KeyId;
 use crate::json::{Object, Value, canonical_object_except};
 
-/// Keys left out of the signed bytes ([APX] "Signing Details").
+/// Keys left out of the signed bytes
+/// (<https://spec.matrix.org/v1.16/appendices/#signing-details>).
 pub const UNSIGNED_KEYS: &[&str] = &["signatures", "unsigned"];
 
 /// Our ed25519 signing key with its key ID. `Debug` never prints the seed.

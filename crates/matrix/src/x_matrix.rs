@@ -1,10 +1,11 @@
 //! `Authorization: X-Matrix …`: parsing the header, and the object a request signature covers.
 //!
 //! The grammar is RFC 9110 credentials with the spec's compatibility rules
-//! (`shared/spec/auth.md` §2): the scheme is case-insensitive; parameter names are
-//! case-insensitive and unordered; values are tokens or quoted strings with `\` escapes; bare
-//! values may contain `:`; unknown parameters are ignored. The prose calls the signature
-//! parameter `signature`, but every implementation sends `sig`; we read `sig`.
+//! (<https://spec.matrix.org/v1.16/server-server-api/#request-authentication>): the scheme is
+//! case-insensitive; parameter names are case-insensitive and unordered; values are tokens or
+//! quoted strings with `\` escapes; bare values may contain `:`; unknown parameters are
+//! ignored. The prose calls the signature parameter `signature`, but every implementation
+//! sends `sig`; we read `sig`.
 
 use std::fmt;
 

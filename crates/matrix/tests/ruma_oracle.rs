@@ -23,10 +23,11 @@
 //! Coverage of room versions: ruma 0.20 has `RoomVersionRules::V1` … `V12` with the redaction
 //! rules of every version (no feature flag needed), so there is no gap to fill with Synapse.
 //!
-//! Where ruma deviates from the spec digest (shared/spec/redaction.md), the case is excluded
+//! Where ruma deviates from our reading of the spec
+//! (<https://spec.matrix.org/v1.16/client-server-api/#redactions>), the case is excluded
 //! from the generated events and pinned by a test of its own:
-//! * a non-object `content.third_party_invite` in v11+: ruma keeps it as is; the digest says
-//!   to follow Synapse and drop it (`ruma_keeps_non_object_third_party_invite`);
+//! * a non-object `content.third_party_invite` in v11+: ruma keeps it as is; we follow Synapse
+//!   and drop it (`ruma_keeps_non_object_third_party_invite`);
 //! * a missing or non-object `content`: ruma leaves it as is; the spec's algorithm (and
 //!   Synapse) always produce an object (`ruma_keeps_non_object_content`).
 //!
@@ -36,7 +37,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Rng, gen_string, spec_key};
+use common::{Rng, from_serde, gen_string, spec_key};
 use invited_matrix::{
     EventIdFormat, KeyId, Object, ROOM_VERSIONS, RoomVersion, ServerName, Value, add_content_hash,
     base64, check_content_hash, content_hash, event_id, event_signing_bytes, redact,
@@ -467,7 +468,7 @@ fn gen_event(rng: &mut Rng, v: &RoomVersion) -> (Object, Vec<String>) {
     for (k, val) in extra {
         e.insert(k, val);
     }
-    let mut obj = Value::from(serde_json::Value::Object(e))
+    let mut obj = from_serde(&serde_json::Value::Object(e))
         .as_object()
         .unwrap()
         .clone();
@@ -681,7 +682,7 @@ fn tamper_checks(
     let mut e = signed.clone();
     e.insert(
         "unsigned".into(),
-        Value::from(serde_json::json!({"age": 1})),
+        from_serde(&serde_json::json!({"age": 1})),
     );
     let (ours, theirs) = verdicts(&e);
     check("changed unsigned (ours)", ours, "ok".into());
@@ -712,7 +713,7 @@ fn required_by_ruma_besides_sender(e: &Object, v: &RoomVersion) -> bool {
 // Documented deviations of the oracle
 
 /// v11+ keep `third_party_invite` "reduced to its `signed` key"; for a value that is not an
-/// object the spec says nothing. The digest (shared/spec/redaction.md) says to follow Synapse
+/// object the spec says nothing. We follow Synapse
 /// (`prune_event_dict`: drop it); ruma 0.20 keeps the value unchanged. Excluded above.
 #[test]
 fn ruma_keeps_non_object_third_party_invite() {

@@ -1,5 +1,6 @@
-//! Every vector in `shared/spec/test-vectors.md`: Part A (the spec's own) and Part B
-//! (derived from the spec's key and algorithms).
+//! Part A: the spec's own vectors
+//! (<https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors>); Part B: vectors
+//! derived from the spec's key and algorithms.
 
 use invited_matrix::{
     KeyId, Object, RoomVersion, ServerName, SigningKey, Value, base64, check_content_hash,

@@ -6,7 +6,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use invited_matrix::{KeyId, SigningKey, base64};
+use invited_matrix::json::Number;
+use invited_matrix::{KeyId, SigningKey, Value, base64};
 
 /// The spec's test seed (its last symbol has non-zero trailing bits: decode leniently).
 pub const SEED_B64: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
@@ -14,6 +15,30 @@ pub const SEED_B64: &str = "YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1";
 pub fn spec_key() -> SigningKey {
     let seed: [u8; 32] = base64::decode(SEED_B64).unwrap().try_into().unwrap();
     SigningKey::from_seed(KeyId::parse("ed25519:1").unwrap(), &seed)
+}
+
+/// Converts a `serde_json` value (handy for building test data with `json!`). Numbers keep
+/// serde_json's reading: an `f64` stays a float. Lives here, not in the crate, so the crate
+/// itself does not depend on serde_json.
+pub fn from_serde(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::Number(Number::Int(u.to_string().into_boxed_str()))
+            } else {
+                Value::Number(Number::Float(n.as_f64().unwrap()))
+            }
+        }
+        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::Array(a) => Value::Array(a.iter().map(from_serde).collect()),
+        serde_json::Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), from_serde(v))).collect())
+        }
+    }
 }
 
 /// SplitMix64: tiny, seeded, reproducible across platforms.
