@@ -247,3 +247,36 @@ SELECT i.invitee, i.sender AS inviter, i.origin,
 FROM invites AS i
 WHERE i.state = 'pending'
 ORDER BY i.received_ts DESC;
+
+-- migration 5: one definition of the answer, and the client view's room-version fact stored
+-- The answer's body is built around signed_event by the code, in one place, for whichever
+-- endpoint asks ({"event":…} for v2, [200,{"event":…}] for v1); a second definition here
+-- could drift from it.
+ALTER TABLE invites DROP COLUMN response_body;
+-- 1 when clients get the room's create event as the full PDU in invite_state, not stripped:
+-- rooms whose ID is the create event's hash, so a client can check it (MSC4311). Set from the
+-- code's room-version table.
+ALTER TABLE invites ADD COLUMN create_event_as_pdu INTEGER NOT NULL DEFAULT 0
+    CHECK (create_event_as_pdu IN (0, 1));
+-- Invites stored before: those room IDs are the only ones without a ':server' part.
+UPDATE invites SET create_event_as_pdu = 1 WHERE instr(room_id, ':') = 0;
+-- Pending invites with the client-facing invite_state array: stripped events, except the
+-- create event where create_event_as_pdu says clients need the full PDU.
+DROP VIEW pending_invites;
+CREATE VIEW pending_invites AS
+SELECT
+    i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+    i.origin_server_ts, i.received_ts,
+    (SELECT json_group_array(json(
+                CASE WHEN s.type = 'm.room.create' AND s.state_key = '' AND p.pdu IS NOT NULL
+                          AND i.create_event_as_pdu = 1
+                     THEN p.pdu
+                     ELSE json_object('type', s.type, 'state_key', s.state_key,
+                                      'sender', s.sender, 'content', json(s.content))
+                END))
+       FROM (SELECT * FROM invite_room_state s2 WHERE s2.event_id = i.event_id
+             ORDER BY s2.position) AS s
+       LEFT JOIN pdus AS p ON p.sha256 = s.pdu_sha256) AS invite_state,
+    i.signed_event
+FROM invites AS i
+WHERE i.state = 'pending';

@@ -97,6 +97,31 @@ impl MatrixError {
     }
 }
 
+/// A refused invite: the error answered, and the rule or check that refused it, for the
+/// refusal log (`refusals.rule`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub error: MatrixError,
+    pub rule: String,
+}
+
+impl Refusal {
+    pub fn new(error: MatrixError, rule: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            rule: rule.into(),
+        }
+    }
+}
+
+/// A refusal by a check rather than a named rule: the error's message says which.
+impl From<MatrixError> for Refusal {
+    fn from(error: MatrixError) -> Refusal {
+        let rule = error.message.chars().take(300).collect::<String>();
+        Refusal { error, rule }
+    }
+}
+
 impl std::fmt::Display for MatrixError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}: {}", self.status(), self.errcode(), self.message)

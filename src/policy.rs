@@ -14,10 +14,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value, json};
+use invited_matrix::glob::{glob_match, host};
+use invited_matrix::invitee_settings::{InviteeSettings, InviteeVerdict, invitee_verdict};
+use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value};
 
 use crate::config::PolicyConfig;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Refusal};
 use crate::store::{PolicyRule, RuleAction, RuleKind, StoreError, StorePool, Switch, UserSettings};
 
 /// The facts of an invite that policy decides on (all already checked).
@@ -36,28 +38,18 @@ pub enum Decision {
     Ignore(String),
 }
 
-/// A refusal: the error to answer and the rule to record in the refusal log.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    pub error: MatrixError,
-    pub rule: String,
-}
-
 fn forbidden(rule: String, message: &str) -> Refusal {
-    Refusal {
-        error: MatrixError::new(ErrCode::Forbidden, message),
-        rule,
-    }
+    Refusal::new(MatrixError::new(ErrCode::Forbidden, message), rule)
 }
 
 fn blocked(rule: String) -> Refusal {
-    Refusal {
-        error: MatrixError::new(
+    Refusal::new(
+        MatrixError::new(
             ErrCode::InviteBlocked,
             "The invited user does not accept invites from you",
         ),
         rule,
-    }
+    )
 }
 
 /// Rules and switches as of one `policy_version`.
@@ -130,10 +122,7 @@ impl Policy {
     ) -> Result<Decision, Refusal> {
         let internal = |e: StoreError| {
             log::error!("policy: {e}");
-            Refusal {
-                error: MatrixError::internal(),
-                rule: "internal error".to_owned(),
-            }
+            Refusal::new(MatrixError::internal(), "internal error")
         };
         let snap = self.current(store).map_err(internal)?;
         if snap.refuse_all {
@@ -214,109 +203,26 @@ impl Policy {
                         .saturating_add(1)
                         .unsigned_abs(),
                 );
-                return Err(Refusal {
-                    error,
-                    rule: format!("rate limit per {what}"),
-                });
+                return Err(Refusal::new(error, format!("rate limit per {what}")));
             }
         }
         Ok(Decision::Accept)
     }
 }
 
-/// The invitee's own settings, in the MSCs' order. `Ok(None)`: no opinion (accept).
+/// The invitee's own settings (MSC4380, `m.ignored_user_list`, MSC4155: the rules are the
+/// pure crate's). `Ok(None)`: no opinion (accept).
 fn user_decision(user: &UserSettings, sender: &UserId) -> Result<Option<Decision>, Refusal> {
-    let parse = |text: &Option<String>| text.as_deref().and_then(|t| json::parse(t).ok());
-    // Spec v1.18 / MSC4380: block everything.
-    if let Some(config) = parse(&user.invite_permission_config)
-        && config.get("default_action").and_then(Value::as_str) == Some("block")
-    {
-        return Err(blocked(
-            "invitee invite_permission_config default_action block".into(),
-        ));
-    }
-    // m.ignored_user_list, applied before MSC4155 as that MSC says.
-    if let Some(list) = parse(&user.ignored_user_list)
-        && list
-            .get("ignored_users")
-            .and_then(|u| u.get(sender.as_str()))
-            .is_some()
-    {
-        return Ok(Some(Decision::Ignore("invitee ignored_user_list".into())));
-    }
-    // MSC4155: allowed > ignored > blocked users, then allowed > ignored > blocked servers.
-    if let Some(config) = parse(&user.msc4155_config) {
-        if config.get("enabled").and_then(Value::as_bool) == Some(false) {
-            return Ok(None);
-        }
-        let server = host(sender.server_str());
-        let matches = |key: &str, subject: &str, fold: bool| {
-            config
-                .get(key)
-                .and_then(Value::as_array)
-                .is_some_and(|globs| {
-                    globs.iter().filter_map(Value::as_str).any(|g| {
-                        if fold {
-                            glob_match(&g.to_ascii_lowercase(), subject)
-                        } else {
-                            glob_match(g, subject)
-                        }
-                    })
-                })
-        };
-        let steps: [(&str, &str, bool, u8); 6] = [
-            ("allowed_users", sender.as_str(), false, 0),
-            ("ignored_users", sender.as_str(), false, 1),
-            ("blocked_users", sender.as_str(), false, 2),
-            ("allowed_servers", &server, true, 0),
-            ("ignored_servers", &server, true, 1),
-            ("blocked_servers", &server, true, 2),
-        ];
-        for (key, subject, fold, outcome) in steps {
-            if matches(key, subject, fold) {
-                return match outcome {
-                    0 => Ok(None),
-                    1 => Ok(Some(Decision::Ignore(format!("invitee msc4155 {key}")))),
-                    _ => Err(blocked(format!("invitee msc4155 {key}"))),
-                };
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// The host of a server name, without port, in lower case (DNS names are case-insensitive,
-/// so a spammer cannot dodge `*.example.org` with `EXAMPLE.org`).
-pub fn host(server_name: &str) -> String {
-    let h = match server_name.rfind(':') {
-        Some(i) if !server_name[i..].contains(']') => &server_name[..i],
-        _ => server_name,
+    let settings = InviteeSettings {
+        invite_permission_config: user.invite_permission_config.as_deref(),
+        ignored_user_list: user.ignored_user_list.as_deref(),
+        msc4155_config: user.msc4155_config.as_deref(),
     };
-    h.to_ascii_lowercase()
-}
-
-/// Matrix glob matching: `*` any run of characters, `?` exactly one.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
+    match invitee_verdict(&settings, sender) {
+        InviteeVerdict::NoOpinion => Ok(None),
+        InviteeVerdict::Ignore(rule) => Ok(Some(Decision::Ignore(rule))),
+        InviteeVerdict::Block(rule) => Err(blocked(rule)),
     }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Token buckets keyed by name: `rate` tokens per second up to `burst`.
@@ -374,21 +280,6 @@ impl TokenBuckets {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("*.example.org", "spam.example.org"));
-        assert!(!glob_match("*.example.org", "example.org"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("a?c", "abc"));
-        assert!(!glob_match("a?c", "ac"));
-        assert!(glob_match("@*:bad.org", "@x:bad.org"));
-        assert!(glob_match("*a*b*", "xxaxxbxx"));
-        assert!(!glob_match("*a*b", "xxaxxbxxc"));
-        assert_eq!(host("Example.org:8448"), "example.org");
-        assert_eq!(host("[::1]:8448"), "[::1]");
-        assert_eq!(host("[::1]"), "[::1]");
-    }
 
     #[test]
     fn token_buckets() {

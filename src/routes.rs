@@ -12,7 +12,9 @@ use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::Keyring;
-use crate::invite::{self, Api, InviteContext};
+use invited_matrix::invite::Api;
+
+use crate::invite::{self, InviteContext};
 use crate::keys;
 use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};

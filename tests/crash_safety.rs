@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::invites::{Harness, Invite, US, invite_in_room, valid_invite};
+use common::invites::{Harness, Invite, STORED_ANSWER_SQL, US, invite_in_room, valid_invite};
 use common::origin::TestOrigin;
 use common::wire::*;
 use common::*;
@@ -202,7 +202,9 @@ fn check_database(invited: &Invited, answered: &[Answered], what: &str) {
         .collect();
     assert_eq!(check, ["ok"], "{what}: integrity_check");
     let mut body = conn
-        .prepare("SELECT response_body FROM invites WHERE event_id = ?1")
+        .prepare(&format!(
+            "SELECT {STORED_ANSWER_SQL} FROM invites WHERE event_id = ?1"
+        ))
         .unwrap();
     let mut state = conn
         .prepare("SELECT count(*) FROM invite_room_state WHERE event_id = ?1")
@@ -318,7 +320,7 @@ fn answered_invites_survive_sigkill_under_load() {
                 .map(|s| {
                     let stored = conn
                         .query_row(
-                            "SELECT response_body FROM invites WHERE event_id = ?1",
+                            &format!("SELECT {STORED_ANSWER_SQL} FROM invites WHERE event_id = ?1"),
                             [&s.event_id],
                             |r| r.get(0),
                         )

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::invites::{
     Answer, Harness, Invite, US, assert_error, enc, invite_path, put_raw, start_invited,
-    stored_invite, valid_invite,
+    stored_answer, stored_invite, valid_invite,
 };
 use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
 use common::*;
@@ -101,7 +101,7 @@ fn every_room_version_over_v2_and_v1() {
         let stored = stored_invite(invited, &event_id).expect("stored");
         assert_eq!(stored.origin, origin.name());
         assert_eq!(
-            stored.response_body,
+            stored_answer(invited, &event_id).unwrap(),
             serde_json::to_string(&answer)
                 .unwrap()
                 .as_str()

@@ -14,8 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::invites::{
-    Answer, Harness, Invite, US, assert_error, invite_in_room, invite_path, put_raw, stored_invite,
-    valid_invite,
+    Answer, Harness, Invite, STORED_ANSWER_SQL, US, assert_error, invite_in_room, invite_path,
+    put_raw, stored_answer, stored_invite, valid_invite,
 };
 use common::origin::{TestOrigin, rules, to_canonical};
 use common::*;
@@ -788,7 +788,10 @@ fn a_different_event_under_an_answered_event_id() {
     assert_eq!(table_counts(invited), before);
     let after = stored_invite(invited, &event_id).unwrap();
     assert_eq!(after.signed_event, stored.signed_event);
-    assert_eq!(after.response_body, stored.response_body);
+    assert_eq!(
+        stored_answer(invited, &event_id),
+        Some(format!("{{\"event\":{}}}", stored.signed_event))
+    );
     // The same over v1.
     let mut v1_event = body2["event"].clone();
     v1_event["unsigned"]["invite_room_state"] = body["invite_room_state"].clone();
@@ -1208,10 +1211,7 @@ fn concurrent_duplicates_store_one_row() {
     let after = table_counts(invited);
     assert_eq!(after[0], before[0] + 1, "exactly one invite row");
     assert_eq!(after[1], before[1] + 2, "its two state rows, once");
-    assert_eq!(
-        stored_invite(invited, &event_id).unwrap().response_body,
-        results[0].1
-    );
+    assert_eq!(stored_answer(invited, &event_id).unwrap(), results[0].1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1248,7 +1248,7 @@ fn an_answered_invite_survives_sigkill() {
         for (_, _, id, text) in &sent {
             let body: String = conn
                 .query_row(
-                    "SELECT response_body FROM invites WHERE event_id = ?1",
+                    &format!("SELECT {STORED_ANSWER_SQL} FROM invites WHERE event_id = ?1"),
                     [id],
                     |r| r.get(0),
                 )

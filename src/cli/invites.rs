@@ -1,6 +1,7 @@
 //! `invited invites …`: list, show and reject received invites.
 
 use clap::Subcommand;
+use invited_matrix::glob::{glob_match, host};
 use serde::Serialize;
 
 use super::json::{Canonical, print_json};
@@ -218,7 +219,7 @@ fn reject(
     let matches = |origin: &str, sender: &str| {
         server_glob
             .as_deref()
-            .is_none_or(|g| crate::policy::glob_match(g, &crate::policy::host(origin)))
+            .is_none_or(|g| glob_match(g, &host(origin)))
             && from_user.is_none_or(|u| u == sender)
     };
     let changed = store.reject_invites(event_id, &matches, now_ms())?;

@@ -1,5 +1,5 @@
 //! Server discovery: from a server name to where its federation API is
-//! (`shared/spec/keys.md` §5): IP literals and explicit ports as they are; otherwise
+//! (<https://spec.matrix.org/v1.16/server-server-api/#resolving-server-names>): IP literals and explicit ports as they are; otherwise
 //! `/.well-known/matrix/server` (cached), then SRV `_matrix-fed._tcp` and the deprecated
 //! `_matrix._tcp`, then port 8448. Certificates are checked against the server name (or the
 //! delegated name), never against an SRV target.

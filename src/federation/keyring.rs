@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use invited_matrix::server_keys::parse_server_keys;
 use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
 
 use crate::config::FederationConfig;
@@ -525,99 +526,34 @@ fn remote_key_from_row(row: &RemoteKeyRow) -> Option<RemoteKey> {
     })
 }
 
-/// Checks a `/_matrix/key/v2/server` object (direct or inside a notary answer) and turns it
-/// into rows: `server_name` must be the server we asked about, and every signature it made
-/// with a key in its own `verify_keys` must verify (at least one must exist).
+/// Checks a `/_matrix/key/v2/server` object (direct, or one entry of a notary's answer) with
+/// the pure crate's rules and turns it into rows to store.
 pub fn parse_key_response(
     body: &Value,
     server: &ServerName,
     now_ms: i64,
     fetched_from: &str,
 ) -> Result<Vec<RemoteKeyRow>, FetchError> {
-    let bad = |why: &str| FetchError(format!("bad key response from {fetched_from}: {why}"));
-    let obj = body.as_object().ok_or_else(|| bad("not an object"))?;
-    if obj.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
-        return Err(bad(&format!("server_name is not {server}")));
-    }
-    let valid_until = obj
-        .get("valid_until_ts")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| bad("no valid_until_ts"))?;
-    let verify_keys = obj
-        .get("verify_keys")
-        .and_then(Value::as_object)
-        .ok_or_else(|| bad("no verify_keys"))?;
-    let mut rows = Vec::new();
-    let mut current: HashMap<String, VerifyKey> = HashMap::new();
-    for (key_id, entry) in verify_keys {
-        let Ok(id) = KeyId::parse(key_id) else {
-            continue;
-        };
-        if !id.is_ed25519() {
-            continue;
-        }
-        let Some(public) = entry.get("key").and_then(Value::as_str) else {
-            continue;
-        };
-        let Some(key) = VerifyKey::from_base64(public) else {
-            continue;
-        };
-        current.insert(key_id.clone(), key);
-        rows.push(RemoteKeyRow {
-            server_name: server.to_string(),
-            key_id: key_id.clone(),
-            public_key: key.to_base64(),
-            valid_until_ts: Some(valid_until),
-            expired_ts: None,
-            fetched_ts: now_ms,
-            fetched_from: fetched_from.to_owned(),
-        });
-    }
-    let signed_with = signature_key_ids(obj, server.as_str())
-        .map_err(|e| bad(&format!("self-signature: {e}")))?;
-    let mut verified = 0;
-    for key_id in &signed_with {
-        if let Some(key) = current.get(key_id.as_str()) {
-            verify_json(obj, server.as_str(), key_id, key)
-                .map_err(|e| bad(&format!("self-signature: {e}")))?;
-            verified += 1;
-        }
-    }
-    if verified == 0 {
-        return Err(bad("not signed with any of its own verify_keys"));
-    }
-    if let Some(old) = obj.get("old_verify_keys").and_then(Value::as_object) {
-        for (key_id, entry) in old {
-            if current.contains_key(key_id) {
-                continue;
-            }
-            let Ok(id) = KeyId::parse(key_id) else {
-                continue;
-            };
-            let (Some(public), Some(expired)) = (
-                entry
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .and_then(VerifyKey::from_base64),
-                entry.get("expired_ts").and_then(Value::as_i64),
-            ) else {
-                continue;
-            };
-            if !id.is_ed25519() {
-                continue;
-            }
-            rows.push(RemoteKeyRow {
-                server_name: server.to_string(),
-                key_id: key_id.clone(),
-                public_key: public.to_base64(),
-                valid_until_ts: None,
-                expired_ts: Some(expired),
-                fetched_ts: now_ms,
-                fetched_from: fetched_from.to_owned(),
-            });
-        }
-    }
-    Ok(rows)
+    let keys = parse_server_keys(body, server)
+        .map_err(|e| FetchError(format!("bad key response from {fetched_from}: {e}")))?;
+    let row = |key_id: &KeyId, key: &VerifyKey, valid_until_ts, expired_ts| RemoteKeyRow {
+        server_name: server.to_string(),
+        key_id: key_id.to_string(),
+        public_key: key.to_base64(),
+        valid_until_ts,
+        expired_ts,
+        fetched_ts: now_ms,
+        fetched_from: fetched_from.to_owned(),
+    };
+    let current = keys
+        .verify_keys
+        .iter()
+        .map(|(id, key)| row(id, key, Some(keys.valid_until_ts), None));
+    let old = keys
+        .old_verify_keys
+        .iter()
+        .map(|(id, key, expired)| row(id, key, None, Some(*expired)));
+    Ok(current.chain(old).collect())
 }
 
 #[cfg(test)]

@@ -3,13 +3,14 @@
 //! <https://spec.matrix.org/v1.16/server-server-api/#put_matrixfederationv2inviteroomideventid>
 //! and MSC4311 (room version 12 makes failures fatal).
 
-use invited_matrix::json::{Object, Value};
+use invited_matrix::json::Value;
+use invited_matrix::pdu::{check_pdu_format, is_full_pdu};
 use invited_matrix::{
     RoomId, RoomVersion, check_strict, room_id_from_create_event, verify_event_signatures,
 };
 use sha2::{Digest, Sha256};
 
-use super::{check_pdu_format, invalid};
+use super::invalid;
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
 use crate::federation::keyring::Keyring;
@@ -70,19 +71,6 @@ impl Default for VerifiedPdus {
     fn default() -> Self {
         VerifiedPdus::new()
     }
-}
-
-/// Whether a state entry is a full PDU (as opposed to the 4-key stripped form).
-pub(super) fn is_full_pdu(entry: &Object) -> bool {
-    [
-        "hashes",
-        "signatures",
-        "auth_events",
-        "prev_events",
-        "depth",
-    ]
-    .iter()
-    .any(|k| entry.contains_key(*k))
 }
 
 /// Step 7: `invite_room_state` (MSC4311). Returns the rows to store and the warnings; refuses
@@ -154,10 +142,8 @@ pub(super) fn check_room_state(
             problems.push(format!("{what} is not in room {room_id}"));
         }
         if is_create {
-            let declared = content
-                .get("room_version")
-                .and_then(Value::as_str)
-                .unwrap_or("1");
+            let declared =
+                RoomVersion::declared_by_create(entry.get("content").unwrap_or(&Value::Null));
             if declared != version.id {
                 problems.push(format!(
                     "{what} declares room version {declared}, the invite says {}",

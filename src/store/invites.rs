@@ -2,6 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use invited_matrix::invite::Api;
+
 use super::{Context, Store, StoreError, text_enum};
 
 text_enum! {
@@ -24,9 +26,9 @@ pub struct StoredInvite {
     pub event_id: String,
     pub origin: String,
     pub event_fingerprint: String,
-    pub api_version: i64,
+    /// The co-signed event as answered (canonical JSON); the answer's body is built around
+    /// it by `invited_matrix::invite::response_body`, for whichever endpoint asks.
     pub signed_event: String,
-    pub response_body: String,
 }
 
 /// One `invite_room_state` entry to store.
@@ -52,7 +54,11 @@ pub struct NewInvite {
     pub origin: String,
     pub origin_server_ts: i64,
     pub received_ts: i64,
-    pub api_version: i64,
+    /// The endpoint it came through (`invites.api_version`).
+    pub api: Api,
+    /// Whether clients get the room's create event as the full PDU (the room-version
+    /// table's `create_event_full_pdu_for_clients`; the `pending_invites` view reads it).
+    pub create_event_as_pdu: bool,
     pub event_fingerprint: String,
     pub signed_event: String,
     /// `Pending`, or `Ignored` when policy said so.
@@ -91,8 +97,7 @@ impl Store {
     pub fn find_invite(&self, event_id: &str) -> Result<Option<StoredInvite>, StoreError> {
         self.conn
             .prepare_cached(
-                "SELECT event_id, origin, event_fingerprint, api_version, signed_event,
-                        response_body
+                "SELECT event_id, origin, event_fingerprint, signed_event
                  FROM invites WHERE event_id = ?1",
             )
             .and_then(|mut stmt| {
@@ -101,9 +106,7 @@ impl Store {
                         event_id: r.get(0)?,
                         origin: r.get(1)?,
                         event_fingerprint: r.get(2)?,
-                        api_version: r.get(3)?,
-                        signed_event: r.get(4)?,
-                        response_body: r.get(5)?,
+                        signed_event: r.get(3)?,
                     })
                 })
                 .optional()
@@ -201,8 +204,6 @@ impl Store {
                         event_id: invite.event_id.clone(),
                         origin: invite.origin.clone(),
                         event_fingerprint: invite.event_fingerprint.clone(),
-                        api_version: invite.api_version,
-                        response_body: response_body(invite.api_version, &invite.signed_event),
                         signed_event: invite.signed_event.clone(),
                     });
                 }
@@ -358,15 +359,6 @@ impl Store {
     }
 }
 
-/// The response body the `response_body` generated column computes (see schema.sql).
-fn response_body(api_version: i64, signed_event: &str) -> String {
-    if api_version == 1 {
-        format!("[200,{{\"event\":{signed_event}}}]")
-    } else {
-        format!("{{\"event\":{signed_event}}}")
-    }
-}
-
 /// Inserts one invite's rows (invite, room state, warnings) inside the caller's transaction;
 /// nothing if the event ID is already stored. Returns whether it inserted.
 fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, StoreError> {
@@ -375,8 +367,8 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, Sto
         .prepare_cached(
             "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                  origin_server_ts, received_ts, api_version, event_fingerprint,
-                 signed_event, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 signed_event, state, create_event_as_pdu)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (event_id) DO NOTHING",
         )
         .and_then(|mut stmt| {
@@ -389,10 +381,11 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, Sto
                 invite.origin,
                 invite.origin_server_ts,
                 invite.received_ts,
-                invite.api_version,
+                invite.api.number(),
                 invite.event_fingerprint,
                 invite.signed_event,
-                invite.state
+                invite.state,
+                invite.create_event_as_pdu
             ])
         })
         .context(|| format!("cannot store invite {id}"))?;
@@ -445,13 +438,13 @@ mod tests {
     use crate::store::tests::temp_store;
 
     /// What the writer returns for a fresh insert (built in Rust) must equal what a retry
-    /// reads back (the generated `response_body` column), byte for byte.
+    /// reads back, byte for byte.
     #[test]
     fn fresh_insert_answer_matches_the_stored_row() {
         let (_dir, mut store) = temp_store();
-        for api in [1i64, 2] {
+        for api in [Api::V1, Api::V2] {
             let invite = NewInvite {
-                event_id: format!("$e{api}"),
+                event_id: format!("$e{}", api.number()),
                 room_id: "!r:a".into(),
                 room_version: "1".into(),
                 invitee: "@b:us".into(),
@@ -459,7 +452,8 @@ mod tests {
                 origin: "a".into(),
                 origin_server_ts: 1,
                 received_ts: 2,
-                api_version: api,
+                api,
+                create_event_as_pdu: false,
                 event_fingerprint: "fp".into(),
                 signed_event: r#"{"a":"\u00e9\"x"}"#.into(),
                 state: InviteState::Pending,
@@ -497,7 +491,8 @@ mod tests {
             origin: "a".into(),
             origin_server_ts: 1,
             received_ts: 2,
-            api_version: 2,
+            api: Api::V2,
+            create_event_as_pdu: false,
             event_fingerprint: "fp".into(),
             signed_event: "{}".into(),
             state: InviteState::Pending,
@@ -545,7 +540,8 @@ mod tests {
             origin: "a".into(),
             origin_server_ts: 1,
             received_ts: 2,
-            api_version: 2,
+            api: Api::V2,
+            create_event_as_pdu: false,
             event_fingerprint: "fp".into(),
             signed_event: "{}".into(),
             state: InviteState::Pending,

@@ -3,6 +3,7 @@
 //! sending an invite and checking the answer.
 #![allow(dead_code)]
 
+use rusqlite::OptionalExtension;
 use std::path::Path;
 
 use serde_json::{Value as J, json};
@@ -221,6 +222,23 @@ pub fn assert_error(answer: &Answer, status: u16, errcode: &str, what: &str) {
 }
 
 /// The stored invite with this event ID, read through invited's own store.
+/// SQL for the answer invited owes a stored invite, from its row: the test's own statement of
+/// the two wire shapes (v2 `{"event":…}`, v1 `[200,{"event":…}]`), independent of the code's.
+pub const STORED_ANSWER_SQL: &str = "CASE api_version WHEN 1 THEN '[200,{\"event\":' || signed_event || '}]' ELSE '{\"event\":' || signed_event || '}' END";
+
+/// The answer invited owes a stored invite (see [`STORED_ANSWER_SQL`]).
+pub fn stored_answer(invited: &Invited, event_id: &str) -> Option<String> {
+    invited
+        .db()
+        .query_row(
+            &format!("SELECT {STORED_ANSWER_SQL} FROM invites WHERE event_id = ?1"),
+            [event_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .expect("reading a stored invite")
+}
+
 pub fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
     let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
     store.find_invite(event_id).unwrap()
