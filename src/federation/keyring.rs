@@ -16,12 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use invited_matrix::server_keys::parse_server_keys;
-use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
+use invited_matrix::{KeyId, ServerName, VerifyKey};
 
 use crate::config::FederationConfig;
-use crate::federation::client::{FederationClient, FetchError};
-use crate::federation::discovery::Discovery;
+use crate::federation::key_fetch::{KeyFetcher, NotaryKey};
 use crate::store::{RemoteKeyRow, StorePool};
 
 /// Keys are trusted for at most this long after we fetched them, whatever `valid_until_ts`
@@ -46,6 +44,19 @@ pub enum KeyPurpose {
         origin_server_ts: i64,
         enforce_validity: bool,
     },
+}
+
+impl KeyPurpose {
+    /// What a notary is asked for (`minimum_valid_until_ts`): valid now for requests, at the
+    /// event's time for events.
+    pub fn minimum_valid_until_ts(self) -> i64 {
+        match self {
+            KeyPurpose::Request { now_ms } => now_ms,
+            KeyPurpose::Event {
+                origin_server_ts, ..
+            } => origin_server_ts,
+        }
+    }
 }
 
 /// One remote key with everything the validity rules need.
@@ -134,15 +145,11 @@ struct ServerState {
 /// The remote key store and fetcher.
 pub struct Keyring {
     our_name: ServerName,
-    client: FederationClient,
-    discovery: Discovery,
-    notaries: Vec<ServerName>,
+    fetcher: KeyFetcher,
     store: Arc<StorePool>,
     servers: Mutex<HashMap<String, ServerState>>,
     blocked: AtomicUsize,
     max_blocked: usize,
-    /// Outbound fetch attempts made (for tests and metrics).
-    attempts: AtomicUsize,
 }
 
 impl fmt::Debug for Keyring {
@@ -171,21 +178,18 @@ impl Keyring {
         workers: usize,
     ) -> Result<Keyring, crate::fatal::Error> {
         Ok(Keyring {
+            fetcher: KeyFetcher::new(our_name.clone(), config)?,
             our_name,
-            client: FederationClient::new(config)?,
-            discovery: Discovery::default(),
-            notaries: config.trusted_key_servers.clone(),
             store,
             servers: Mutex::new(HashMap::new()),
             blocked: AtomicUsize::new(0),
             max_blocked: workers.saturating_sub(1).max(1),
-            attempts: AtomicUsize::new(0),
         })
     }
 
     /// Outbound fetch attempts so far.
     pub fn fetch_attempts(&self) -> usize {
-        self.attempts.load(Ordering::SeqCst)
+        self.fetcher.attempts()
     }
 
     /// A key of `server` usable for `purpose`, from cache or fetched.
@@ -314,7 +318,17 @@ impl Keyring {
         allow_notary: bool,
     ) -> Result<(), KeyError> {
         let name = server.as_str();
-        match self.fetch(server, key_id, purpose, allow_notary) {
+        let notary_key = |notary: &ServerName, key_id: &KeyId, now_ms: i64| {
+            self.get_inner(notary, key_id, KeyPurpose::Request { now_ms }, false)
+                .map_err(|e| e.to_string())
+        };
+        let fetched = self.fetcher.fetch(
+            server,
+            key_id,
+            purpose.minimum_valid_until_ts(),
+            allow_notary.then_some(&notary_key as NotaryKey<'_>),
+        );
+        match fetched {
             Ok(rows) => {
                 if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
                     log::error!("cannot save keys of {name}: {e}");
@@ -391,109 +405,6 @@ impl Keyring {
         }
         servers.entry(name.to_owned()).or_default()
     }
-
-    /// Fetches `server`'s keys directly, then from each notary in turn.
-    fn fetch(
-        &self,
-        server: &ServerName,
-        key_id: &KeyId,
-        purpose: KeyPurpose,
-        allow_notary: bool,
-    ) -> Result<Vec<RemoteKeyRow>, FetchError> {
-        let direct = self.fetch_direct(server);
-        let direct_err = match direct {
-            Ok(rows) => return Ok(rows),
-            Err(e) => e,
-        };
-        if !allow_notary || self.notaries.is_empty() {
-            return Err(direct_err);
-        }
-        let mut errors = vec![format!("direct: {direct_err}")];
-        for notary in &self.notaries {
-            if notary == server {
-                continue;
-            }
-            match self.fetch_via_notary(server, key_id, purpose, notary) {
-                Ok(rows) if !rows.is_empty() => return Ok(rows),
-                Ok(_) => errors.push(format!("{notary}: no keys")),
-                Err(e) => errors.push(format!("{notary}: {e}")),
-            }
-        }
-        Err(FetchError(errors.join("; ")))
-    }
-
-    fn fetch_direct(&self, server: &ServerName) -> Result<Vec<RemoteKeyRow>, FetchError> {
-        if server == &self.our_name {
-            return Err(FetchError("that is our own server name".to_owned()));
-        }
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, server)?;
-        let body = self.client.get_json(&target, "/_matrix/key/v2/server")?;
-        let now = crate::time::now_ms();
-        parse_key_response(&body, server, now, server.as_str())
-    }
-
-    /// `POST /_matrix/key/v2/query` to a notary, asking for the key valid until at least when
-    /// we need it (the spec's `minimum_valid_until_ts`: now for requests, the event's
-    /// `origin_server_ts` for events).
-    fn fetch_via_notary(
-        &self,
-        server: &ServerName,
-        key_id: &KeyId,
-        purpose: KeyPurpose,
-        notary: &ServerName,
-    ) -> Result<Vec<RemoteKeyRow>, FetchError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, notary)?;
-        let minimum = match purpose {
-            KeyPurpose::Request { now_ms } => now_ms,
-            KeyPurpose::Event {
-                origin_server_ts, ..
-            } => origin_server_ts,
-        };
-        let mut wanted = Object::new();
-        wanted.insert("minimum_valid_until_ts".into(), Value::int(minimum));
-        let mut keys = Object::new();
-        keys.insert(key_id.to_string(), Value::Object(wanted));
-        let mut criteria = Object::new();
-        criteria.insert(server.to_string(), Value::Object(keys));
-        let mut query = Object::new();
-        query.insert("server_keys".into(), Value::Object(criteria));
-        let body =
-            self.client
-                .post_json(&target, "/_matrix/key/v2/query", &Value::Object(query))?;
-        let entries = body
-            .get("server_keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| FetchError("notary answer has no server_keys array".to_owned()))?;
-        let now = crate::time::now_ms();
-        let mut rows = Vec::new();
-        for entry in entries {
-            if entry.get("server_name").and_then(Value::as_str) != Some(server.as_str()) {
-                continue;
-            }
-            let obj = entry
-                .as_object()
-                .ok_or_else(|| FetchError("notary entry is not an object".to_owned()))?;
-            // The notary must vouch for the entry with one of its own (directly fetched) keys.
-            let notary_ids = signature_key_ids(obj, notary.as_str())
-                .map_err(|e| FetchError(format!("notary signature: {e}")))?;
-            let mut vouched = false;
-            for key_id in &notary_ids {
-                let key = self
-                    .get_inner(notary, key_id, KeyPurpose::Request { now_ms: now }, false)
-                    .map_err(|e| FetchError(format!("notary key: {e}")))?;
-                verify_json(obj, notary.as_str(), key_id, &key)
-                    .map_err(|e| FetchError(format!("notary signature: {e}")))?;
-                vouched = true;
-            }
-            if !vouched {
-                return Err(FetchError(format!("no signature from notary {notary}")));
-            }
-            rows.extend(parse_key_response(entry, server, now, notary.as_str())?);
-        }
-        Ok(rows)
-    }
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (a cache and fetch
@@ -524,36 +435,6 @@ fn remote_key_from_row(row: &RemoteKeyRow) -> Option<RemoteKey> {
         expired_ts: row.expired_ts,
         fetched_ts: row.fetched_ts,
     })
-}
-
-/// Checks a `/_matrix/key/v2/server` object (direct, or one entry of a notary's answer) with
-/// the pure crate's rules and turns it into rows to store.
-pub fn parse_key_response(
-    body: &Value,
-    server: &ServerName,
-    now_ms: i64,
-    fetched_from: &str,
-) -> Result<Vec<RemoteKeyRow>, FetchError> {
-    let keys = parse_server_keys(body, server)
-        .map_err(|e| FetchError(format!("bad key response from {fetched_from}: {e}")))?;
-    let row = |key_id: &KeyId, key: &VerifyKey, valid_until_ts, expired_ts| RemoteKeyRow {
-        server_name: server.to_string(),
-        key_id: key_id.to_string(),
-        public_key: key.to_base64(),
-        valid_until_ts,
-        expired_ts,
-        fetched_ts: now_ms,
-        fetched_from: fetched_from.to_owned(),
-    };
-    let current = keys
-        .verify_keys
-        .iter()
-        .map(|(id, key)| row(id, key, Some(keys.valid_until_ts), None));
-    let old = keys
-        .old_verify_keys
-        .iter()
-        .map(|(id, key, expired)| row(id, key, None, Some(*expired)));
-    Ok(current.chain(old).collect())
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@ pub mod auth;
 pub mod client;
 pub mod discovery;
 pub mod ip_filter;
+pub mod key_fetch;
 pub mod keyring;
