@@ -6,6 +6,7 @@
 //!
 //! Run: `cargo bench -p invited --bench load` (env: INVITES=N, LEVELS=1,4,16,64).
 //! It prints a Markdown table. Figures depend on the machine; compare ratios.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 // The integration tests' harness, as a module of this bench. A bench target is its own crate
 // and can share tests/common only by including its source: a library crate for it would not

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: the HTTP edge (`invited_http`) → [`routes`] → request authentication →
 //! invite rules (`invited_matrix`) → signing → [`store`] → response. See ARCHITECTURE.md.
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;

@@ -8,6 +8,7 @@
 //! Rounds: 3 by default, `CRASH_ROUNDS=20` for the long version. The kill moments come from a
 //! seeded PRNG; the seed is printed, and `CRASH_SEED=<seed>` replays the same choices (the
 //! server's timing is of course not replayed).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The invite endpoints end to end, with request authentication and remote keys: the real
 //! binary over loopback, a test origin that serves its keys over real HTTPS (test CA) and
 //! signs requests and events with ruma, an independent implementation.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

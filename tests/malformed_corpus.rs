@@ -11,6 +11,7 @@
 //! Request-level junk goes over raw TCP, byte for byte; well-formed requests go through ureq.
 //!
 //! The corpus table is [`corpus`]: each case names its expected status and errcode.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! signs requests and events with ruma. Rules are changed with the real CLI while the server
 //! runs, so every test also shows that a change takes effect on the next request. The
 //! database is read directly (rusqlite) to check what was stored.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! answered 200 within 1 s. The slow requests are still pending while that is measured; they
 //! then each get 408 at their deadline (not extended by trickling), none of them is stored, and
 //! a last invite is still answered.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The only `unsafe` in the crate: `poll(2)`, and a self-pipe to interrupt it.
+#![allow(unsafe_code)] // the one place: see the module comment
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};

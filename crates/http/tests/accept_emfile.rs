@@ -1,5 +1,7 @@
 //! The accept loop survives running out of file descriptors for real. Its own test binary,
 //! because lowering RLIMIT_NOFILE affects the whole process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+#![allow(unsafe_code)] // setrlimit and raw sockets, to exhaust file descriptors
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Requests, keep-alive, pipelining and handler panics over real loopback TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

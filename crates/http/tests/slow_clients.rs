@@ -1,6 +1,7 @@
 //! Slow clients must not pin workers: 300 connections trickling one header byte per second
 //! leave a two-worker server answering a normal request at once. Its own test binary, so the
 //! 600 sockets do not compete with other tests' file descriptors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Deadlines: per request (not extended by trickling), idle keep-alive, silent connections and
 //! writes to a client that does not read.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

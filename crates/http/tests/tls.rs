@@ -1,5 +1,6 @@
 //! TLS with certificates made by rcgen: requests, keep-alive, pipelining, refusals, handshake
 //! deadlines, slow handshakes, and `load_tls_config` errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! Run with `cargo bench -p invited-matrix`. Plain `Instant` loops: each row is calibrated to
 //! run about 0.4 s and reports the best of 3 rounds, in ns per operation and operations per
 //! second (on one core).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -1,6 +1,7 @@
 //! Part A: the spec's own vectors
 //! (<https://spec.matrix.org/v1.16/appendices/#cryptographic-test-vectors>); Part B: vectors
 //! derived from the spec's key and algorithms.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use invited_matrix::{
     KeyId, Object, RoomVersion, ServerName, SigningKey, Value, base64, check_content_hash,
