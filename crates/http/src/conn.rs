@@ -17,6 +17,7 @@ use rustls::ServerConnection;
 use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
 use crate::sys;
+use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
 
 /// How long a closing connection is drained before the socket is closed. Closing a socket with
 /// unread input makes the kernel send RST, which can destroy the response we just wrote (a 413
@@ -467,70 +468,6 @@ fn linger(stream: &mut TcpStream, budget: &mut usize, scratch: &mut [u8]) -> Ste
             Err(_) => return Step::Close,
         }
     }
-}
-
-/// Reads decrypted bytes into `out`, pulling TLS records from the socket only when rustls has no
-/// plaintext left: rustls bounds its own buffers, and we never ask for more than `out` holds.
-fn read_plaintext(
-    tls: &mut ServerConnection,
-    stream: &mut TcpStream,
-    out: &mut [u8],
-) -> io::Result<usize> {
-    loop {
-        match tls.reader().read(out) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-        match tls.read_tls(stream) {
-            Ok(0) => return Ok(0),
-            Ok(_) => process_packets(tls, stream)?,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Decrypts what was read; on a protocol error, tries to send the alert rustls queued.
-fn process_packets(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
-    match tls.process_new_packets() {
-        Ok(_) => flush_tls(tls, stream),
-        Err(e) => {
-            let _ = flush_tls(tls, stream);
-            Err(io::Error::new(io::ErrorKind::InvalidData, e))
-        }
-    }
-}
-
-/// Writes pending TLS records without blocking; what does not fit waits for POLLOUT.
-fn flush_tls(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
-    while tls.wants_write() {
-        match tls.write_tls(stream) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes all pending TLS records, waiting for the socket until `deadline`.
-fn flush_tls_until(
-    tls: &mut ServerConnection,
-    stream: &mut TcpStream,
-    deadline: Instant,
-) -> io::Result<()> {
-    while tls.wants_write() {
-        match tls.write_tls(stream) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sys::wait_writable(stream.as_raw_fd(), deadline)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

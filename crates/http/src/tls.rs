@@ -1,11 +1,23 @@
-//! Loading the TLS certificate and key.
+//! TLS for the edge: loading the certificate and key into a server configuration, and the
+//! non-blocking record I/O a connection does through rustls (reading plaintext, flushing
+//! records with or without a deadline).
+//!
+//! The record I/O is kept here, apart from the connection state machine in `conn.rs`, so that
+//! file reads as phases and transitions; these helpers know only rustls, the socket and a
+//! deadline.
 
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
-use rustls::ServerConfig;
+use rustls::{ServerConfig, ServerConnection};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::sys;
 
 /// Builds a server TLS configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`) from a
 /// PEM certificate chain (leaf first) and a PEM private key in PKCS#8, PKCS#1 or SEC1 form.
@@ -57,4 +69,71 @@ pub fn load_tls_config(
     // We speak HTTP/1.1 only; saying so lets an h2-only client fail cleanly at the handshake.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Reads decrypted bytes into `out`, pulling TLS records from the socket only when rustls has no
+/// plaintext left: rustls bounds its own buffers, and we never ask for more than `out` holds.
+pub(crate) fn read_plaintext(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    out: &mut [u8],
+) -> io::Result<usize> {
+    loop {
+        match tls.reader().read(out) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => process_packets(tls, stream)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Decrypts what was read; on a protocol error, tries to send the alert rustls queued.
+pub(crate) fn process_packets(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+) -> io::Result<()> {
+    match tls.process_new_packets() {
+        Ok(_) => flush_tls(tls, stream),
+        Err(e) => {
+            let _ = flush_tls(tls, stream);
+            Err(io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+    }
+}
+
+/// Writes pending TLS records without blocking; what does not fit waits for POLLOUT.
+pub(crate) fn flush_tls(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all pending TLS records, waiting for the socket until `deadline`.
+pub(crate) fn flush_tls_until(
+    tls: &mut ServerConnection,
+    stream: &mut TcpStream,
+    deadline: Instant,
+) -> io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                sys::wait_writable(stream.as_raw_fd(), deadline)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
