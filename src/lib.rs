@@ -1,7 +1,9 @@
 //! invited: answers Matrix federation invites for the users of one server.
 //!
-//! Data flows one way: the HTTP edge (`invited_http`) → [`routes`] → request authentication →
-//! invite rules (`invited_matrix`) → signing → [`store`] → response. See ARCHITECTURE.md.
+//! A request goes from the HTTP edge (`invited_http`) to [`routes`], then to a handler such
+//! as [`invite`], which calls on [`federation`] (request authentication, others' keys),
+//! [`policy`], the pure rules of `invited_matrix`, and the [`writer`]; the [`store`] is the
+//! service all of them read and write through. ARCHITECTURE.md has the map and the rules.
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -2,6 +2,7 @@
 //! test here is one rule stated there. They read the source as text, so they are fast and
 //! need no build of anything else. A rule that must bend gets a stated reason in the code,
 //! in the form this file looks for, never a quiet exception here.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -140,11 +141,22 @@ fn room_versions_are_only_named_in_the_table() {
             }
         }
     }
-    let schema = fs::read_to_string(root().join("schema.sql")).unwrap();
-    for (i, line) in schema.lines().enumerate() {
-        let code = line.split("--").next().unwrap_or("");
-        if code.contains("room_version =") || code.contains("room_version IN") {
-            offences.push(format!("schema.sql:{}: {}", i + 1, line.trim()));
+    // The schema as migrated (old migrations are history; what runs is what counts): no view
+    // or trigger compares room versions.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tidy.db");
+    invited::store::Store::open(&db).unwrap().close().unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE type IN ('view', 'trigger')")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap();
+    for row in rows {
+        let (name, sql) = row.unwrap();
+        if sql.contains("room_version =") || sql.contains("room_version IN") {
+            offences.push(format!("schema.sql: view or trigger {name}"));
         }
     }
     report(
@@ -299,7 +311,10 @@ fn no_citations_of_files_outside_the_repository() {
             continue;
         };
         for (i, line) in text.lines().enumerate() {
-            if line.contains("shared/spec") || line.contains("shared/DEPENDENCIES") {
+            // Spelt in two halves so this line does not find itself.
+            if line.contains(concat!("shared", "/spec"))
+                || line.contains(concat!("shared", "/DEPENDENCIES"))
+            {
                 offences.push(format!("{}:{}: {}", rel(&file), i + 1, line.trim()));
             }
         }
