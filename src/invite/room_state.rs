@@ -87,82 +87,27 @@ pub(super) fn check_room_state(
     let mut problems: Vec<String> = Vec::new();
     let mut create_seen = false;
     for (i, entry) in entries.iter().enumerate() {
-        let Some(obj) = entry.as_object() else {
-            problems.push(format!("invite_room_state[{i}] is not an object"));
-            continue;
+        let row = match stripped_row(i, entry) {
+            Ok(row) => row,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
         };
-        let (Some(event_type), Some(state_key), Some(sender), Some(content)) = (
-            obj.get("type").and_then(Value::as_str),
-            obj.get("state_key").and_then(Value::as_str),
-            obj.get("sender").and_then(Value::as_str),
-            obj.get("content").and_then(Value::as_object),
-        ) else {
-            problems.push(format!(
-                "invite_room_state[{i}] lacks type, state_key, sender or content"
-            ));
-            continue;
-        };
-        let full = is_full_pdu(obj);
-        rows.push(RoomStateRow {
-            event_type: event_type.to_owned(),
-            state_key: state_key.to_owned(),
-            sender: sender.to_owned(),
-            content: Value::Object(content.clone()).to_canonical_string(),
-            pdu: full.then(|| entry.to_canonical_string()),
-        });
-        if mode == RoomStateChecks::Off {
-            continue;
-        }
-        let is_create = event_type == "m.room.create" && state_key.is_empty();
-        create_seen |= is_create;
-        let what = format!("invite_room_state[{i}] ({event_type})");
-        if !full {
-            problems.push(format!("{what} is not a full PDU"));
-            continue;
-        }
-        if version.strict_canonical_json
-            && let Err(e) = check_strict(entry)
-        {
-            problems.push(format!("{what} is {e}"));
-            continue;
-        }
-        if let Err(e) = check_pdu_format(obj, version) {
-            problems.push(format!("{what} is malformed: {e}"));
-            continue;
-        }
-        // In the invite's room?
-        if is_create && version.room_id_is_create_event_hash {
-            let derived = room_id_from_create_event(obj, version);
-            if &derived != room_id {
-                problems.push(format!(
-                    "{what} is the create event of {derived}, not of {room_id}"
-                ));
-            }
-        } else if obj.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
-            problems.push(format!("{what} is not in room {room_id}"));
-        }
-        if is_create {
-            let declared =
-                RoomVersion::declared_by_create(entry.get("content").unwrap_or(&Value::Null));
-            if declared != version.id {
-                problems.push(format!(
-                    "{what} declares room version {declared}, the invite says {}",
-                    version.id
-                ));
+        if mode != RoomStateChecks::Off {
+            create_seen |= is_create(&row);
+            match pdu_problems(i, entry, &row, version, room_id) {
+                // Not a PDU of this version at all: its signatures mean nothing.
+                Err(problem) => problems.push(problem),
+                Ok(found) => {
+                    problems.extend(found);
+                    problems.extend(signature_problem(
+                        i, entry, &row, version, keyring, verified,
+                    ));
+                }
             }
         }
-        let ts = obj
-            .get("origin_server_ts")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let fingerprint = VerifiedPdus::key(version, rows.last().and_then(|r| r.pdu.as_deref()));
-        if !verified.contains(&fingerprint) {
-            let keys = keyring.event_keys(ts, version.enforce_key_validity);
-            match verify_event_signatures(obj, version, &keys) {
-                Ok(()) => verified.insert(fingerprint),
-                Err(e) => problems.push(format!("{what}: {e}")),
-            }
-        }
+        rows.push(row);
     }
     if mode != RoomStateChecks::Off && !create_seen {
         problems.push("invite_room_state has no m.room.create event".to_owned());
@@ -179,4 +124,110 @@ pub(super) fn check_room_state(
         )));
     }
     Ok((rows, problems))
+}
+
+/// The entry as stored: its client (stripped) form, and the full PDU when it is one. An entry
+/// without the four stripped fields is a problem, and not stored.
+fn stripped_row(i: usize, entry: &Value) -> Result<RoomStateRow, String> {
+    let Some(obj) = entry.as_object() else {
+        return Err(format!("invite_room_state[{i}] is not an object"));
+    };
+    let (Some(event_type), Some(state_key), Some(sender), Some(content)) = (
+        obj.get("type").and_then(Value::as_str),
+        obj.get("state_key").and_then(Value::as_str),
+        obj.get("sender").and_then(Value::as_str),
+        obj.get("content").and_then(Value::as_object),
+    ) else {
+        return Err(format!(
+            "invite_room_state[{i}] lacks type, state_key, sender or content"
+        ));
+    };
+    Ok(RoomStateRow {
+        event_type: event_type.to_owned(),
+        state_key: state_key.to_owned(),
+        sender: sender.to_owned(),
+        content: Value::Object(content.clone()).to_canonical_string(),
+        pdu: is_full_pdu(obj).then(|| entry.to_canonical_string()),
+    })
+}
+
+fn is_create(row: &RoomStateRow) -> bool {
+    row.event_type == "m.room.create" && row.state_key.is_empty()
+}
+
+fn what(i: usize, row: &RoomStateRow) -> String {
+    format!("invite_room_state[{i}] ({})", row.event_type)
+}
+
+/// What is wrong with an entry as a PDU of this room, without keys. `Err`: not a full PDU
+/// of the version's format (nothing more to check); `Ok`: the problems of a well-formed PDU
+/// (not in the invite's room; for the create event, another version), whose signatures are
+/// still checked.
+fn pdu_problems(
+    i: usize,
+    entry: &Value,
+    row: &RoomStateRow,
+    version: &RoomVersion,
+    room_id: &RoomId,
+) -> Result<Vec<String>, String> {
+    let what = what(i, row);
+    let (Some(obj), Some(_)) = (entry.as_object(), &row.pdu) else {
+        return Err(format!("{what} is not a full PDU"));
+    };
+    if version.strict_canonical_json
+        && let Err(e) = check_strict(entry)
+    {
+        return Err(format!("{what} is {e}"));
+    }
+    check_pdu_format(obj, version).map_err(|e| format!("{what} is malformed: {e}"))?;
+    let mut problems = Vec::new();
+    if is_create(row) && version.room_id_is_create_event_hash {
+        let derived = room_id_from_create_event(obj, version);
+        if &derived != room_id {
+            problems.push(format!(
+                "{what} is the create event of {derived}, not of {room_id}"
+            ));
+        }
+    } else if obj.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
+        problems.push(format!("{what} is not in room {room_id}"));
+    }
+    if is_create(row) {
+        let declared = RoomVersion::declared_by_create(&entry["content"]);
+        if declared != version.id {
+            problems.push(format!(
+                "{what} declares room version {declared}, the invite says {}",
+                version.id
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Whether a full PDU's signatures verify (remembered, so a wave of invites to one room
+/// verifies its state once).
+fn signature_problem(
+    i: usize,
+    entry: &Value,
+    row: &RoomStateRow,
+    version: &RoomVersion,
+    keyring: &Keyring,
+    verified: &VerifiedPdus,
+) -> Option<String> {
+    let obj = entry.as_object()?;
+    let fingerprint = VerifiedPdus::key(version, row.pdu.as_deref());
+    if verified.contains(&fingerprint) {
+        return None;
+    }
+    let ts = obj
+        .get("origin_server_ts")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let keys = keyring.event_keys(ts, version.enforce_key_validity);
+    match verify_event_signatures(obj, version, &keys) {
+        Ok(()) => {
+            verified.insert(fingerprint);
+            None
+        }
+        Err(e) => Some(format!("{}: {e}", what(i, row))),
+    }
 }
