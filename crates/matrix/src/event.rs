@@ -133,8 +133,9 @@ pub fn room_id_from_create_event(create: &Object, version: &RoomVersion) -> Room
 }
 
 /// Adds our signature to an event, as co-signing an invite needs: signs the redacted event
-/// (minus `signatures`/`unsigned`) and merges the result into `signatures.<server>`. Nothing
-/// else in the event changes: not `hashes`, not other signatures, not `unsigned`.
+/// (minus `signatures`/`unsigned`) and puts the result in `signatures.<server>`, replacing
+/// whatever the sender put there under our name (as Synapse does): only we sign as us.
+/// Nothing else in the event changes: not `hashes`, not other signatures, not `unsigned`.
 pub fn sign_event(
     event: &mut Object,
     version: &RoomVersion,
@@ -152,6 +153,9 @@ pub fn sign_event_with(
     key: &SigningKey,
 ) -> Result<(), SignatureError> {
     let signature = base64::encode(&key.sign_bytes(bytes.as_bytes()));
+    if let Some(Value::Object(signatures)) = event.get_mut("signatures") {
+        signatures.remove(server.as_str());
+    }
     add_signature(event, server.as_str(), key.key_id(), signature)
 }
 
@@ -292,4 +296,37 @@ pub fn add_content_hash(event: &mut Object) {
     let mut hashes = Object::new();
     hashes.insert("sha256".to_owned(), Value::String(hash));
     event.insert("hashes".to_owned(), Value::Object(hashes));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json;
+
+    /// A sender cannot put signatures under our name into what we answer, nor make co-signing
+    /// fail by putting a non-object there.
+    #[test]
+    fn co_signing_replaces_what_the_sender_put_under_our_name() {
+        let key = SigningKey::from_seed(KeyId::parse("ed25519:ours").unwrap(), &[7; 32]);
+        let us = ServerName::parse("us.example").unwrap();
+        let version = RoomVersion::by_id("10").unwrap();
+        for planted in [
+            r#"{"ed25519:fake":"AAAA","ed25519:ours":"BBBB"}"#,
+            r#""junk""#,
+        ] {
+            let text = format!(
+                r#"{{"type":"m.room.member","content":{{"membership":"invite"}},
+                   "signatures":{{"them.example":{{"ed25519:t":"CCCC"}},"us.example":{planted}}}}}"#
+            );
+            let mut event = json::parse(&text).unwrap().as_object().unwrap().clone();
+            sign_event(&mut event, version, &us, &key).unwrap();
+            let ours = event["signatures"]["us.example"].as_object().unwrap();
+            assert_eq!(ours.keys().collect::<Vec<_>>(), ["ed25519:ours"]);
+            assert_ne!(ours["ed25519:ours"].as_str(), Some("BBBB"));
+            assert_eq!(
+                event["signatures"]["them.example"]["ed25519:t"].as_str(),
+                Some("CCCC")
+            );
+        }
+    }
 }
