@@ -260,6 +260,15 @@ fn request_authentication_failures() {
     assert_eq!(two("Bearer whatever", &bad_known), 401);
     let other_origin = good.replacen(&format!("origin=\"{name}\""), "origin=\"other.test\"", 1);
     assert_eq!(two(&other_origin, &good), 401, "two origins");
+    // A request in our own name is refused before any key is looked up for it.
+    let from_us = good.replacen(
+        &format!("origin=\"{name}\""),
+        &format!("origin=\"{US}\""),
+        1,
+    );
+    let answer = put(invited, &path, &body, Some(from_us), origin);
+    assert_error(&answer, 401, "M_UNAUTHORIZED", "origin is our own name");
+    assert!(answer.text.contains("own name"), "{}", answer.text);
     // Nothing was stored by any of these.
     assert!(stored_invite(invited, &event_id).is_none());
     // The good one works, also beside an unknown key and another scheme.
@@ -558,4 +567,32 @@ fn a_flood_naming_a_dead_server_causes_few_fetches() {
         "healthy requests waited {worst:?}"
     );
     let _ = public_b64;
+}
+
+/// Proxy variables in invited's environment are ignored: a proxy would make the connections
+/// for us, to addresses the IP filter never saw. The key fetch goes straight to the origin.
+#[test]
+fn outbound_requests_ignore_proxy_variables() {
+    let mut h = Harness::start("");
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", proxy.local_addr().unwrap());
+    h.invited.kill();
+    h.invited = Invited::start_with_env(
+        &h.invited.config_path,
+        &[
+            ("HTTPS_PROXY", url.as_str()),
+            ("https_proxy", url.as_str()),
+            ("ALL_PROXY", url.as_str()),
+            ("all_proxy", url.as_str()),
+            ("HTTP_PROXY", url.as_str()),
+        ],
+    );
+    let Invite { path, body, .. } = valid_invite(&h.origin, "10", &format!("@bob:{US}"));
+    let answer = put(&h.invited, &path, &body, None, &h.origin);
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(
+        proxy.accept().is_err(),
+        "invited connected to the proxy from its environment"
+    );
 }

@@ -43,6 +43,13 @@ pub fn authenticate(
 ) -> Result<ServerName, MatrixError> {
     let creds = credentials(request)?;
     let origin = creds[0].origin.clone();
+    // We never send ourselves requests: a request "from us" would only make us fetch (or ask
+    // notaries for) our own keys.
+    if origin.as_str().eq_ignore_ascii_case(our_name.as_str()) {
+        return Err(unauthorized(format!(
+            "Requests from {origin} are not accepted: that is this server's own name"
+        )));
+    }
     for c in &creds {
         if c.origin != origin {
             return Err(unauthorized("X-Matrix headers name different origins"));

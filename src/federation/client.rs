@@ -111,6 +111,11 @@ impl FederationClient {
     fn agent(&self, target: &Target, redirects: u32) -> ureq::Agent {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // No proxy from the environment (HTTPS_PROXY and friends): a proxy would connect
+            // for us, to addresses our IP filter never saw.
+            .proxy(None)
+            // Never plain HTTP, not even through a redirect.
+            .https_only(true)
             .max_redirects(redirects)
             .max_redirects_will_error(false)
             .timeout_connect(Some(self.connect_timeout))

@@ -57,6 +57,10 @@ impl KeyFetcher {
         minimum_valid_until_ts: i64,
         notary_key: Option<NotaryKey<'_>>,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
+        // Neither we nor a notary are asked about our own name: our keys are ours to know.
+        if server.as_str().eq_ignore_ascii_case(self.our_name.as_str()) {
+            return Err(FetchError("that is our own server name".to_owned()));
+        }
         let direct = self.fetch_direct(server);
         let direct_err = match direct {
             Ok(rows) => return Ok(rows),
@@ -81,9 +85,6 @@ impl KeyFetcher {
     }
 
     fn fetch_direct(&self, server: &ServerName) -> Result<Vec<RemoteKeyRow>, FetchError> {
-        if server == &self.our_name {
-            return Err(FetchError("that is our own server name".to_owned()));
-        }
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let target = self.discovery.resolve(&self.client, server)?;
         let body = self.client.get_json(&target, "/_matrix/key/v2/server")?;

@@ -59,6 +59,30 @@ impl KeyPurpose {
     }
 }
 
+/// Whose keys an event-signature check may fetch. Room state carries PDUs signed by any
+/// server a sender cares to name; fetching each would let one invite make us connect to
+/// thousands of addresses.
+#[derive(Debug, Clone, Copy)]
+pub enum FetchScope<'a> {
+    /// Any server's, with notaries (the invite event itself: its sender is the origin).
+    Any,
+    /// Only these servers' keys are fetched, directly (no notary); others' only if cached.
+    Only(&'a [&'a str]),
+}
+
+/// How a lookup that misses the cache fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// One fetch per server at a time, counted against the waiting workers, notaries after
+    /// the server itself.
+    Full,
+    /// As `Full`, without notaries.
+    Direct,
+    /// A notary's own key, looked up inside another server's fetch (which already holds its
+    /// lock and is counted): no lock, not counted, no notary.
+    InsideFetch,
+}
+
 /// One remote key with everything the validity rules need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteKey {
@@ -110,6 +134,8 @@ pub enum KeyError {
     FetchFailed { server: String, why: String },
     /// Too many requests are already waiting for key fetches.
     Busy,
+    /// Not in the cache, and not a server whose keys this check may fetch.
+    NotFetched { server: String, key_id: String },
 }
 
 impl fmt::Display for KeyError {
@@ -123,6 +149,10 @@ impl fmt::Display for KeyError {
                 write!(f, "could not fetch the keys of {server}: {why}")
             }
             KeyError::Busy => f.write_str("too many key fetches in progress; try again later"),
+            KeyError::NotFetched { server, key_id } => write!(
+                f,
+                "key {key_id} of {server} is not known here, and is not fetched for room state"
+            ),
         }
     }
 }
@@ -199,23 +229,38 @@ impl Keyring {
         key_id: &KeyId,
         purpose: KeyPurpose,
     ) -> Result<VerifyKey, KeyError> {
-        self.get_inner(server, key_id, purpose, true)
+        self.get_inner(server, key_id, purpose, Lookup::Full)
     }
 
     /// Key lookup for event signatures (what `verify_event_signatures` asks for), under a
     /// room version's validity rule; a key we cannot get is `None` (logged at debug).
-    pub fn event_keys(
-        &self,
+    /// `scope` says whose keys may be fetched for it.
+    pub fn event_keys<'a>(
+        &'a self,
         origin_server_ts: i64,
         enforce_validity: bool,
-    ) -> impl Fn(&str, &KeyId) -> Option<VerifyKey> + '_ {
+        scope: FetchScope<'a>,
+    ) -> impl Fn(&str, &KeyId) -> Option<VerifyKey> + 'a {
         move |server: &str, key_id: &KeyId| {
             let server = ServerName::parse(server).ok()?;
             let purpose = KeyPurpose::Event {
                 origin_server_ts,
                 enforce_validity,
             };
-            match self.get(&server, key_id, purpose) {
+            let found = match scope {
+                FetchScope::Any => self.get(&server, key_id, purpose),
+                FetchScope::Only(allowed) if allowed.iter().any(|a| *a == server.as_str()) => {
+                    self.get_inner(&server, key_id, purpose, Lookup::Direct)
+                }
+                FetchScope::Only(_) => {
+                    self.cached(server.as_str(), key_id, purpose)
+                        .ok_or_else(|| KeyError::NotFetched {
+                            server: server.to_string(),
+                            key_id: key_id.to_string(),
+                        })
+                }
+            };
+            match found {
                 Ok(k) => Some(k),
                 Err(e) => {
                     log::debug!("event key {key_id} of {server}: {e}");
@@ -232,24 +277,28 @@ impl Keyring {
         server: &ServerName,
         key_id: &KeyId,
         purpose: KeyPurpose,
-        allow_notary: bool,
+        how: Lookup,
     ) -> Result<VerifyKey, KeyError> {
         let name = server.as_str();
         if let Some(key) = self.cached(name, key_id, purpose) {
             return Ok(key);
         }
         let fetch_lock = self.fetch_lock_unless_backing_off(name)?;
-        // Notary key lookups happen inside a fetch that is already counted.
-        let _waiting = if allow_notary {
-            Some(self.count_waiter()?)
-        } else {
-            None
+        // A notary's key is looked up inside another server's fetch, which holds that
+        // server's lock and is already counted: taking the notary's lock too could deadlock
+        // (two fetches, each asking the other's server as notary). Such a lookup fetches
+        // without the lock: at most one per fetch in progress.
+        let (_waiting, _fetching) = match how {
+            Lookup::Full | Lookup::Direct => {
+                let waiting = self.count_waiter()?;
+                (Some(waiting), Some(lock(&fetch_lock)))
+            }
+            Lookup::InsideFetch => (None, None),
         };
-        let _fetching = lock(&fetch_lock);
         if let Some(found) = self.found_by_the_fetch_we_waited_for(name, key_id, purpose) {
             return found;
         }
-        self.fetch_and_remember(server, key_id, purpose, allow_notary)?;
+        self.fetch_and_remember(server, key_id, purpose, how == Lookup::Full)?;
         match self.cached(name, key_id, purpose) {
             Some(key) => Ok(key),
             None => Err(miss_reason(lock(&self.servers).get(name), name, key_id)),
@@ -319,7 +368,8 @@ impl Keyring {
     ) -> Result<(), KeyError> {
         let name = server.as_str();
         let notary_key = |notary: &ServerName, key_id: &KeyId, now_ms: i64| {
-            self.get_inner(notary, key_id, KeyPurpose::Request { now_ms }, false)
+            let purpose = KeyPurpose::Request { now_ms };
+            self.get_inner(notary, key_id, purpose, Lookup::InsideFetch)
                 .map_err(|e| e.to_string())
         };
         let fetched = self.fetcher.fetch(
@@ -539,5 +589,47 @@ mod tests {
             );
             assert!(slow.join().unwrap().is_none());
         });
+    }
+
+    /// Another fetch holds a notary's fetch lock (say, the notary's own keys are being fetched
+    /// while it is asked about us). Looking up that notary's key from inside a fetch must not
+    /// wait for it: two fetches asking each other's server would wait forever.
+    #[test]
+    fn a_notary_key_lookup_never_waits_for_another_fetch_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        crate::store::Store::open(&path).unwrap().close().unwrap();
+        let keyring = Keyring::new(
+            ServerName::parse("us.example").unwrap(),
+            &crate::config::Config::embedded_default().federation,
+            Arc::new(crate::store::StorePool::new(&path)),
+            4,
+        )
+        .unwrap();
+        // A loopback notary: the default IP block list refuses it at once, without traffic.
+        let notary = ServerName::parse("127.0.0.1:9").unwrap();
+        let key_id = KeyId::parse("ed25519:n").unwrap();
+        let held = keyring
+            .fetch_lock_unless_backing_off(notary.as_str())
+            .unwrap();
+        let other_fetch = lock(&held);
+        let (done, finished) = std::sync::mpsc::channel();
+        let answered = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let now_ms = crate::time::now_ms();
+                let purpose = KeyPurpose::Request { now_ms };
+                let found = keyring.get_inner(&notary, &key_id, purpose, Lookup::InsideFetch);
+                let _ = done.send(found.is_err());
+            });
+            let answered = finished.recv_timeout(Duration::from_secs(5));
+            // Let a lookup that did wait finish, so the test fails instead of hanging.
+            drop(other_fetch);
+            answered
+        });
+        assert_eq!(
+            answered,
+            Ok(true),
+            "the notary key lookup waited for another fetch's lock"
+        );
     }
 }
