@@ -1,7 +1,7 @@
 //! `invited invites …`: list, show and reject received invites.
 
 use clap::Subcommand;
-use invited_matrix::glob::{glob_match, host};
+use invited_matrix::glob::server_glob_match;
 use serde::Serialize;
 
 use super::json::{Canonical, print_json};
@@ -215,11 +215,8 @@ fn reject(
             "give exactly one of EVENT_ID, --from-server GLOB, --from-user USER",
         ));
     }
-    let server_glob = from_server.map(str::to_ascii_lowercase);
     let matches = |origin: &str, sender: &str| {
-        server_glob
-            .as_deref()
-            .is_none_or(|g| glob_match(g, &host(origin)))
+        from_server.is_none_or(|g| server_glob_match(g, origin))
             && from_user.is_none_or(|u| u == sender)
     };
     let changed = store.reject_invites(event_id, &matches, now_ms())?;

@@ -41,9 +41,66 @@ pub fn host(server_name: &str) -> String {
     h.to_ascii_lowercase()
 }
 
+/// The port part of a server name (or server glob), if it has one: after the last `:` that
+/// is not inside an IPv6 literal's brackets.
+fn port_start(server: &str) -> Option<usize> {
+    server.rfind(':').filter(|i| !server[*i..].contains(']'))
+}
+
+/// Whether a server glob matches a server name, as Synapse matches server ACLs and MSC4155
+/// server lists: case-insensitively; a glob that names a port (`evil.example:8448`,
+/// `*.example:*`) is matched against the whole server name, port included; one without a port
+/// against the host alone, so it covers every port.
+pub fn server_glob_match(pattern: &str, server_name: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    if port_start(&pattern).is_some() {
+        glob_match(&pattern, &server_name.to_ascii_lowercase())
+    } else {
+        glob_match(&pattern, &host(server_name))
+    }
+}
+
+/// Whether a user glob (`@*:spam.example`) matches a user ID. The server part (after the
+/// first `:`) is a DNS name, so it is compared case-insensitively on both sides: `@x:SPAM.example`
+/// does not escape a rule on `spam.example`. Localparts compare exactly.
+pub fn user_glob_match(pattern: &str, user_id: &str) -> bool {
+    let fold = |s: &str| match s.split_once(':') {
+        Some((local, server)) => format!("{local}:{}", server.to_ascii_lowercase()),
+        None => s.to_owned(),
+    };
+    glob_match(&fold(pattern), &fold(user_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_globs_and_ports() {
+        // Without a port: the host, on any port, in any case.
+        assert!(server_glob_match("evil.example", "evil.example:8448"));
+        assert!(server_glob_match("evil.example", "EVIL.example"));
+        assert!(server_glob_match("*.Example", "a.example:443"));
+        // With a port: that port only.
+        assert!(server_glob_match("evil.example:8448", "evil.example:8448"));
+        assert!(server_glob_match("EVIL.example:8448", "evil.EXAMPLE:8448"));
+        assert!(!server_glob_match("evil.example:8448", "evil.example"));
+        assert!(!server_glob_match("evil.example:8448", "evil.example:8449"));
+        assert!(server_glob_match("evil.example:*", "evil.example:1"));
+        // IPv6 literals: the brackets' colons are not a port.
+        assert!(server_glob_match("[::1]", "[::1]:8448"));
+        assert!(server_glob_match("[::1]:8448", "[::1]:8448"));
+        assert!(!server_glob_match("[::1]:8448", "[::1]"));
+    }
+
+    #[test]
+    fn user_globs_fold_the_server_part() {
+        assert!(user_glob_match("@*:spam.example", "@x:SPAM.example"));
+        assert!(user_glob_match("@*:SPAM.example", "@x:spam.example"));
+        assert!(user_glob_match("@*:spam.example", "@*a:spam.example"));
+        assert!(!user_glob_match("@Bob:spam.example", "@bob:spam.example"));
+        assert!(user_glob_match("@bob:*", "@bob:any.where:8448"));
+    }
 
     #[test]
     fn globs() {

@@ -14,7 +14,7 @@
 //! Settings that are not JSON, or not of the expected shape, are no opinion: a user's broken
 //! account data must not make their invites fail.
 
-use crate::glob::{glob_match, host};
+use crate::glob::{server_glob_match, user_glob_match};
 use crate::ids::UserId;
 use crate::json::{self, Value};
 
@@ -49,8 +49,8 @@ enum Msc4155Action {
     Block,
 }
 
-/// The MSC4155 lists in evaluation order: each with what it matches against (the whole user
-/// ID, case-sensitively, or the lower-cased host of the sender's server) and its action.
+/// The MSC4155 lists in evaluation order: each with what it matches against (the user ID, or
+/// the sender's server name) and its action.
 const MSC4155_LISTS: [(&str, Subject, Msc4155Action); 6] = [
     ("allowed_users", Subject::User, Msc4155Action::Allow),
     ("ignored_users", Subject::User, Msc4155Action::Ignore),
@@ -95,8 +95,9 @@ fn msc4155_verdict(config: &Value, sender: &UserId) -> InviteeVerdict {
     if config.get("enabled").and_then(Value::as_bool) == Some(false) {
         return InviteeVerdict::NoOpinion;
     }
-    // Server names are case-insensitive: compare lower-cased host to lower-cased glob.
-    let server = host(sender.server_str());
+    // Server lists match as Synapse's do: case-insensitively, port included when the entry
+    // names one (see `server_glob_match`); user lists fold the user ID's server part.
+    let server = sender.server_str();
     let matches = |list: &str, subject: Subject| {
         let globs = config
             .get(list)
@@ -106,8 +107,8 @@ fn msc4155_verdict(config: &Value, sender: &UserId) -> InviteeVerdict {
             .iter()
             .filter_map(Value::as_str)
             .any(|glob| match subject {
-                Subject::User => glob_match(glob, sender.as_str()),
-                Subject::Server => glob_match(&glob.to_ascii_lowercase(), &server),
+                Subject::User => user_glob_match(glob, sender.as_str()),
+                Subject::Server => server_glob_match(glob, server),
             })
     };
     let found = MSC4155_LISTS
@@ -230,14 +231,25 @@ mod tests {
             cfg(r#"{"allowed_users":["@*"],"blocked_users":["@eve:*"]}"#),
             NoOpinion
         );
-        // Server globs: case-insensitive, against the host without port.
+        // Server globs: case-insensitive; without a port, any port of the host; with one,
+        // that port only (as Synapse matches them).
         assert_eq!(
             cfg(r#"{"blocked_servers":["BAD.example"]}"#),
             Block("invitee msc4155 blocked_servers".into())
         );
-        // User globs: case-sensitive, against the whole ID (port included).
+        assert_eq!(
+            cfg(r#"{"blocked_servers":["bad.example:8448"]}"#),
+            Block("invitee msc4155 blocked_servers".into())
+        );
+        assert_eq!(cfg(r#"{"blocked_servers":["bad.example:443"]}"#), NoOpinion);
+        // User globs: the localpart exactly, the server part (a DNS name, port included)
+        // case-insensitively.
         assert_eq!(
             cfg(r#"{"blocked_users":["@eve:bad.example:8448"]}"#),
+            Block("invitee msc4155 blocked_users".into())
+        );
+        assert_eq!(
+            cfg(r#"{"blocked_users":["@Eve:bad.example:8448"]}"#),
             NoOpinion
         );
         assert_eq!(
