@@ -248,7 +248,8 @@ FROM invites AS i
 WHERE i.state = 'pending'
 ORDER BY i.received_ts DESC;
 
--- migration 5: one definition of the answer, and the client view's room-version fact stored
+-- migration 5: one definition of the answer, the client view's room-version fact stored, and
+-- the refusal log's count of what its rate limit left out
 -- The answer's body is built around signed_event by the code, in one place, for whichever
 -- endpoint asks ({"event":…} for v2, [200,{"event":…}] for v1); a second definition here
 -- could drift from it.
@@ -260,6 +261,9 @@ ALTER TABLE invites ADD COLUMN create_event_as_pdu INTEGER NOT NULL DEFAULT 0
     CHECK (create_event_as_pdu IN (0, 1));
 -- Invites stored before: those room IDs are the only ones without a ':server' part.
 UPDATE invites SET create_event_as_pdu = 1 WHERE instr(room_id, ':') = 0;
+-- Refusals of the same origin left out of the log by its rate limit since that origin's
+-- previous row (so a flood costs one row per second or so, and is still counted).
+ALTER TABLE refusals ADD COLUMN suppressed INTEGER NOT NULL DEFAULT 0;
 -- Pending invites with the client-facing invite_state array: stripped events, except the
 -- create event where create_event_as_pdu says clients need the full PDU.
 DROP VIEW pending_invites;

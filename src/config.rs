@@ -80,6 +80,10 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct InvitesConfig {
     pub room_state_checks: RoomStateChecks,
+    /// Entries of `invite_room_state` at most (real servers send 5–10).
+    pub max_room_state_entries: usize,
+    /// Bytes of `invite_room_state` at most (contents and full PDUs, as stored).
+    pub max_room_state_bytes: usize,
 }
 
 /// `[policy]` and `[rate_limits]`: defaults for the invite policy. Switches set with the CLI
@@ -173,6 +177,8 @@ struct RateLimitsFormat {
 #[serde(deny_unknown_fields)]
 struct InvitesFormat {
     room_state_checks: Option<RoomStateChecks>,
+    max_room_state_entries: Option<i64>,
+    max_room_state_bytes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,9 +285,7 @@ impl Config {
             tls,
             federation: federation_section(f.federation, &resolve)?,
             http: http_section(f.http)?,
-            invites: InvitesConfig {
-                room_state_checks: f.invites.room_state_checks.unwrap_or(RoomStateChecks::Spec),
-            },
+            invites: invites_section(f.invites)?,
             source: None,
         })
     }
@@ -350,6 +354,27 @@ fn federation_section(
             "ip_range_allowlist",
             f.ip_range_allowlist.unwrap_or_default(),
         )?,
+    })
+}
+
+/// `[invites]`: how strictly room state is checked, and how much of it is accepted.
+fn invites_section(f: InvitesFormat) -> Result<InvitesConfig, ConfigError> {
+    Ok(InvitesConfig {
+        room_state_checks: f.room_state_checks.unwrap_or(RoomStateChecks::Spec),
+        max_room_state_entries: in_range(
+            "invites.max_room_state_entries",
+            f.max_room_state_entries,
+            50,
+            5,
+            1000,
+        )? as usize,
+        max_room_state_bytes: in_range(
+            "invites.max_room_state_bytes",
+            f.max_room_state_bytes,
+            256 * 1024,
+            16 * 1024,
+            8 * 1024 * 1024,
+        )? as usize,
     })
 }
 
@@ -509,6 +534,7 @@ request_timeout_secs = 5
 keep_alive_secs = 7
 [invites]
 room_state_checks = "strict"
+max_room_state_entries = 20
 [policy]
 refuse_all = true
 deny_servers = ["*.spam.example"]
@@ -535,6 +561,8 @@ per_invitee_burst = 3
         assert_eq!(c.http.max_body_bytes, 2048);
         assert_eq!(c.federation.ip_range_allowlist.len(), 2);
         assert_eq!(c.invites.room_state_checks, RoomStateChecks::Strict);
+        assert_eq!(c.invites.max_room_state_entries, 20);
+        assert_eq!(c.invites.max_room_state_bytes, 256 * 1024);
         assert!(c.policy.refuse_all);
         assert_eq!(c.policy.deny_servers, vec!["*.spam.example".to_owned()]);
         assert_eq!(c.policy.per_origin_per_second, 0.5);
@@ -594,6 +622,10 @@ per_invitee_burst = 3
                 "policy.deny_servers: bad glob \"\"",
             ),
             ("[policy]\nrefuse_al = true", "unknown field `refuse_al`"),
+            (
+                "[invites]\nmax_room_state_entries = 1000000",
+                "invites.max_room_state_entries: 1000000 is outside 5..=1000",
+            ),
             (
                 "[federation]\nip_range_allowlist = [\"1.2.3.4/33\"]",
                 "federation.ip_range_allowlist: \"1.2.3.4/33\" has a bad prefix length",

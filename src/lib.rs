@@ -14,6 +14,7 @@ pub mod federation;
 pub mod invite;
 pub mod keys;
 pub mod policy;
+pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod store;

@@ -10,16 +10,16 @@
 //! Rules live in the database so the CLI and the hosting homeserver can change them while we
 //! run; a trigger bumps `policy_version`, and we reload our snapshot when it moved.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use invited_matrix::glob::{glob_match, host};
+use invited_matrix::glob::{server_glob_match, user_glob_match};
 use invited_matrix::invitee_settings::{InviteeSettings, InviteeVerdict, invitee_verdict};
 use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value};
 
 use crate::config::PolicyConfig;
 use crate::error::{MatrixError, Refusal};
+use crate::rate_limit::TokenBuckets;
 use crate::store::{PolicyRule, RuleAction, RuleKind, StoreError, StorePool, Switch, UserSettings};
 
 /// The facts of an invite that policy decides on (all already checked).
@@ -113,8 +113,10 @@ impl Policy {
         Ok(fresh)
     }
 
-    /// Decides on a new invite (retries of answered invites never get here, so they are
-    /// never charged against rate limits).
+    /// Decides on a new invite, before its signatures are checked: rules, switches, the
+    /// invitee's settings, and whether the rate limits leave room (nothing is charged yet:
+    /// see [`Policy::charge`]). Cheap, so a refused invite costs no key fetch. Retries of
+    /// answered invites never get here, so they are never charged.
     pub fn evaluate(
         &self,
         store: &StorePool,
@@ -131,9 +133,9 @@ impl Policy {
                 "This server does not accept invites",
             ));
         }
-        let mut servers = vec![host(facts.origin.as_str()), host(facts.sender.server_str())];
+        let mut servers = vec![facts.origin.as_str(), facts.sender.server_str()];
         if let Some(room_server) = facts.room_id.server_str() {
-            servers.push(host(room_server));
+            servers.push(room_server);
         }
         let sender = facts.sender.as_str();
         let matching = |action: RuleAction| {
@@ -141,10 +143,8 @@ impl Policy {
                 .iter()
                 .filter(move |r| r.action == action)
                 .find(|r| match r.kind {
-                    RuleKind::Server => servers
-                        .iter()
-                        .any(|s| glob_match(&r.pattern.to_ascii_lowercase(), s)),
-                    RuleKind::User => glob_match(&r.pattern, sender),
+                    RuleKind::Server => servers.iter().any(|s| server_glob_match(&r.pattern, s)),
+                    RuleKind::User => user_glob_match(&r.pattern, sender),
                 })
         };
         if let Some(r) = matching(RuleAction::Deny) {
@@ -154,11 +154,11 @@ impl Policy {
             ));
         }
         if snap.allow_list_mode {
-            let allowed = |s: &String| {
+            let allowed = |s: &str| {
                 snap.rules.iter().any(|r| {
                     r.kind == RuleKind::Server
                         && r.action == RuleAction::Allow
-                        && glob_match(&r.pattern.to_ascii_lowercase(), s)
+                        && server_glob_match(&r.pattern, s)
                 })
             };
             if let Some(s) = servers.iter().find(|s| !allowed(s)) {
@@ -185,6 +185,21 @@ impl Policy {
         {
             return Ok(d);
         }
+        self.rate_limits(facts, |buckets, key, now| buckets.check(key, now))?;
+        Ok(Decision::Accept)
+    }
+
+    /// Charges an invite that passed [`Policy::evaluate`] and its signature checks against
+    /// the rate limits (429 if concurrent invites took the room meanwhile).
+    pub fn charge(&self, facts: &InviteFacts<'_>) -> Result<(), Refusal> {
+        self.rate_limits(facts, |buckets, key, now| buckets.take(key, now))
+    }
+
+    fn rate_limits(
+        &self,
+        facts: &InviteFacts<'_>,
+        step: impl Fn(&mut TokenBuckets, &str, Instant) -> Result<(), i64>,
+    ) -> Result<(), Refusal> {
         let now = Instant::now();
         for (buckets, key, what) in [
             (&self.per_origin, facts.origin.as_str(), "origin"),
@@ -192,7 +207,7 @@ impl Policy {
         ] {
             let verdict = buckets
                 .lock()
-                .map(|mut b| b.take(key, now))
+                .map(|mut b| step(&mut b, key, now))
                 .unwrap_or(Ok(()));
             if let Err(retry_after_ms) = verdict {
                 let mut error = MatrixError::new(ErrCode::LimitExceeded, "Too many invites")
@@ -206,7 +221,7 @@ impl Policy {
                 return Err(Refusal::new(error, format!("rate limit per {what}")));
             }
         }
-        Ok(Decision::Accept)
+        Ok(())
     }
 }
 
@@ -225,77 +240,9 @@ fn user_decision(user: &UserSettings, sender: &UserId) -> Result<Option<Decision
     }
 }
 
-/// Token buckets keyed by name: `rate` tokens per second up to `burst`.
-struct TokenBuckets {
-    rate: f64,
-    burst: f64,
-    buckets: HashMap<String, (f64, Instant)>,
-}
-
-/// Buckets kept at most; full (idle) ones are dropped first.
-const MAX_BUCKETS: usize = 100_000;
-
-impl TokenBuckets {
-    fn new(rate: f64, burst: u32) -> TokenBuckets {
-        TokenBuckets {
-            rate,
-            burst: f64::from(burst),
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Takes one token, or says how many milliseconds until one is available.
-    fn take(&mut self, key: &str, now: Instant) -> Result<(), i64> {
-        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(key) {
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
-            if self.buckets.len() >= MAX_BUCKETS {
-                self.buckets.clear();
-            }
-        }
-        let (tokens, at) = self
-            .buckets
-            .entry(key.to_owned())
-            .or_insert((self.burst, now));
-        let refilled =
-            (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
-        *at = now;
-        if refilled >= 1.0 {
-            *tokens = refilled - 1.0;
-            Ok(())
-        } else {
-            *tokens = refilled;
-            let wait = if self.rate > 0.0 {
-                ((1.0 - refilled) / self.rate * 1000.0).ceil()
-            } else {
-                3_600_000.0
-            };
-            Err(wait as i64)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_buckets() {
-        let mut b = TokenBuckets::new(2.0, 3);
-        let t0 = Instant::now();
-        assert!(b.take("a", t0).is_ok());
-        assert!(b.take("a", t0).is_ok());
-        assert!(b.take("a", t0).is_ok());
-        let wait = b.take("a", t0).unwrap_err();
-        assert_eq!(wait, 500);
-        assert!(b.take("b", t0).is_ok(), "buckets are per key");
-        assert!(
-            b.take("a", t0 + std::time::Duration::from_millis(500))
-                .is_ok()
-        );
-    }
 
     fn user(msc4155: &str) -> UserSettings {
         UserSettings {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use invited_http::{EdgeError, Handler, Request, Response};
 use invited_matrix::{ErrCode, ServerName, SigningKey, Value};
 
-use crate::config::RoomStateChecks;
+use crate::config::InvitesConfig;
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::Keyring;
@@ -31,7 +31,7 @@ pub struct App {
     pub key_lifetime_ms: i64,
     pub keyring: Keyring,
     pub store: std::sync::Arc<StorePool>,
-    pub room_state_checks: RoomStateChecks,
+    pub invites: InvitesConfig,
     pub policy: Policy,
     pub writer: Writer,
     pub verified_state: invite::VerifiedPdus,
@@ -126,7 +126,7 @@ impl App {
                     signing_key: &self.signing_key,
                     keyring: &self.keyring,
                     store: &self.store,
-                    room_state_checks: self.room_state_checks,
+                    invites: &self.invites,
                     policy: &self.policy,
                     writer: &self.writer,
                     verified_state: &self.verified_state,

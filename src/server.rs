@@ -105,7 +105,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         key_lifetime_ms: i64::try_from(config.key_lifetime.as_millis()).unwrap_or(i64::MAX),
         keyring,
         store: pool.clone(),
-        room_state_checks: config.invites.room_state_checks,
+        invites: config.invites.clone(),
         policy: Policy::new(config.policy.clone()),
         verified_state: crate::invite::VerifiedPdus::new(),
         writer: Writer::start(

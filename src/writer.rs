@@ -4,7 +4,9 @@
 //! at the disk's sync rate. Workers hand their writes to this thread and wait; it takes
 //! everything queued, writes it in one transaction (one fsync), and then wakes each waiter.
 //! Under load many invites share one commit; alone, an invite waits for just its own.
-//! Refusals ride along without a waiter (losing the last few in a crash is acceptable).
+//! Refusals ride along without a waiter (losing the last few in a crash is acceptable), each
+//! cut to a bounded size and rate limited per origin, so a flood of refused requests costs a
+//! bounded number of rows (the rest are counted in the next row's `suppressed`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use crate::fatal::Error;
+use crate::rate_limit::TokenBuckets;
 use crate::store::{NewInvite, RefusalRow, Store, StoreError, StoredInvite};
 
 /// Writes queued at most before senders wait (back-pressure).
@@ -29,6 +35,45 @@ enum Job {
     Refusal(RefusalRow),
 }
 
+/// Refusal rows logged per origin: this many per second, in bursts of up to [`REFUSAL_BURST`].
+const REFUSALS_PER_ORIGIN_PER_SECOND: f64 = 1.0;
+const REFUSAL_BURST: u32 = 20;
+/// Refusal rows logged per second over all origins (a wave of throw-away origins).
+const REFUSALS_PER_SECOND: f64 = 20.0;
+const REFUSAL_BURST_ALL: u32 = 200;
+/// Origins whose left-out refusals are counted at most (beyond, counts start over).
+const MAX_COUNTED_ORIGINS: usize = 10_000;
+
+/// Which refusals are logged: per-origin and global token buckets, and the count of those
+/// left out per origin, carried by that origin's next logged row.
+struct RefusalLimiter {
+    per_origin: TokenBuckets,
+    all: TokenBuckets,
+    left_out: HashMap<String, i64>,
+}
+
+impl RefusalLimiter {
+    fn new() -> RefusalLimiter {
+        RefusalLimiter {
+            per_origin: TokenBuckets::new(REFUSALS_PER_ORIGIN_PER_SECOND, REFUSAL_BURST),
+            all: TokenBuckets::new(REFUSALS_PER_SECOND, REFUSAL_BURST_ALL),
+            left_out: HashMap::new(),
+        }
+    }
+
+    /// `Some(n)`: log this refusal, with `n` left out before it; `None`: leave it out.
+    fn admit(&mut self, origin: &str, now: Instant) -> Option<i64> {
+        if self.per_origin.take(origin, now).is_ok() && self.all.take("", now).is_ok() {
+            return Some(self.left_out.remove(origin).unwrap_or(0));
+        }
+        if self.left_out.len() >= MAX_COUNTED_ORIGINS && !self.left_out.contains_key(origin) {
+            self.left_out.clear();
+        }
+        *self.left_out.entry(origin.to_owned()).or_insert(0) += 1;
+        None
+    }
+}
+
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -38,6 +83,7 @@ pub struct Writer {
     thread: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
+    refusals: Mutex<RefusalLimiter>,
 }
 
 impl Writer {
@@ -64,6 +110,7 @@ impl Writer {
             thread: Mutex::new(Some(thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
             stopping,
+            refusals: Mutex::new(RefusalLimiter::new()),
         })
     }
 
@@ -86,9 +133,15 @@ impl Writer {
         answer.recv().map_err(|_| stopped())?
     }
 
-    /// Queues a refusal for the log; never blocks (dropped, with a warning, when the queue is
-    /// full).
+    /// Queues a refusal for the log, cut to size, if its origin's rate allows (else it is
+    /// counted); never blocks (dropped, with a warning, when the queue is full).
     pub fn log_refusal(&self, row: RefusalRow) {
+        let admitted = match self.refusals.lock() {
+            Ok(mut limiter) => limiter.admit(&row.origin, Instant::now()),
+            Err(_) => Some(0),
+        };
+        let Some(suppressed) = admitted else { return };
+        let row = RefusalRow { suppressed, ..row }.bounded();
         let Some(sender) = self.sender() else { return };
         match sender.try_send(Job::Refusal(row)) {
             Ok(()) => {}
@@ -177,5 +230,29 @@ fn run(mut store: Store, jobs: Receiver<Job>, (max_age, max_rows): (i64, i64)) {
     }
     if let Err(e) = store.close() {
         log::error!("writer: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_logging_is_rate_limited_per_origin_and_counts_the_rest() {
+        let mut limiter = RefusalLimiter::new();
+        let t0 = Instant::now();
+        let logged = (0..100)
+            .filter(|_| limiter.admit("spam.example", t0).is_some())
+            .count();
+        assert_eq!(logged, REFUSAL_BURST as usize);
+        // Another origin is not held back by the first one's flood.
+        assert_eq!(limiter.admit("other.example", t0), Some(0));
+        // The next row of the flooding origin carries the count of what was left out.
+        let later = t0 + std::time::Duration::from_secs(2);
+        assert_eq!(
+            limiter.admit("spam.example", later),
+            Some(100 - logged as i64)
+        );
+        assert_eq!(limiter.admit("spam.example", later), Some(0));
     }
 }

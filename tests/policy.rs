@@ -326,6 +326,58 @@ fn deny_server_glob_refuses_403() {
     );
 }
 
+/// A server rule or MSC4155 server entry that names a port matches that server name only,
+/// port included (as Synapse matches them); one without a port covers the host on any port.
+/// The origin here is 127.0.0.1:PORT.
+#[test]
+fn server_rules_with_a_port_match_that_port() {
+    let h = Harness::start("");
+    let (invited, origin) = (&h.invited, &h.origin);
+    let (host, port) = origin.name().rsplit_once(':').unwrap();
+    let other_port = format!("{host}:{}", port.parse::<u32>().unwrap() + 1);
+
+    // Another port of the same host: not this origin.
+    cli(invited, &["policy", "deny-server", &other_port]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(invited, &inv, &answer, "pending", "a rule for another port");
+
+    // This origin's exact name, port included.
+    cli(invited, &["policy", "deny-server", origin.name()]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    let rule = format!("server deny {}", origin.name());
+    assert_refused(invited, origin, &inv, &answer, 403, "M_FORBIDDEN", &rule);
+    cli(invited, &["policy", "remove", origin.name()]);
+
+    // The invitee blocks the sender's server by its full name (MSC4155).
+    let config = format!(r#"{{"blocked_servers":["{}"]}}"#, origin.name());
+    cli(invited, &["users", "set-config", BOB, "msc4155", &config]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_refused(
+        invited,
+        origin,
+        &inv,
+        &answer,
+        403,
+        "M_INVITE_BLOCKED",
+        "invitee msc4155 blocked_servers",
+    );
+    // ... and an entry for another port does not block it.
+    let config = format!(r#"{{"blocked_servers":["{other_port}"]}}"#);
+    cli(invited, &["users", "set-config", BOB, "msc4155", &config]);
+    let inv = invite(origin, BOB);
+    let answer = put(invited, origin, &inv);
+    assert_accepted(
+        invited,
+        &inv,
+        &answer,
+        "pending",
+        "blocked_servers for another port",
+    );
+}
+
 #[test]
 fn allow_list_mode() {
     let h = Harness::start("");
@@ -342,7 +394,7 @@ fn allow_list_mode() {
         &answer,
         403,
         "M_FORBIDDEN",
-        "allow_list_mode: 127.0.0.1 not allowed",
+        &format!("allow_list_mode: {} not allowed", origin.name()),
     );
 
     cli(invited, &["policy", "allow-server", "127.0.0.1"]);
@@ -962,7 +1014,16 @@ fn refusal_log() {
     let rows = list.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{list}");
     let fields: BTreeSet<&str> = [
-        "ts", "origin", "sender", "invitee", "room_id", "event_id", "rule", "errcode", "status",
+        "ts",
+        "origin",
+        "sender",
+        "invitee",
+        "room_id",
+        "event_id",
+        "rule",
+        "errcode",
+        "status",
+        "suppressed",
     ]
     .into();
     for row in rows {
@@ -989,6 +1050,7 @@ fn refusal_log() {
             "ts": policy["ts"], "origin": origin.name(), "sender": by_policy.sender,
             "invitee": BOB, "room_id": by_policy.room_id, "event_id": by_policy.event_id,
             "rule": "user deny @mallory:*", "errcode": "M_FORBIDDEN", "status": 403,
+            "suppressed": 0,
         })
     );
     assert_eq!(pipeline["errcode"], json!("M_INVALID_PARAM"), "{pipeline}");

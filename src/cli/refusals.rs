@@ -37,6 +37,7 @@ struct ListedRefusal<'a> {
     rule: &'a str,
     sender: Option<&'a str>,
     status: i64,
+    suppressed: i64,
     ts: i64,
 }
 
@@ -51,6 +52,7 @@ impl<'a> From<&'a RefusalRow> for ListedRefusal<'a> {
             rule: &r.rule,
             sender: r.sender.as_deref(),
             status: r.status,
+            suppressed: r.suppressed,
             ts: r.ts,
         }
     }
@@ -116,7 +118,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn list_json_is_what_it_always_was() {
+    fn list_json_shape() {
         let rows = [RefusalRow {
             ts: 5,
             origin: "spam.test".into(),
@@ -127,6 +129,7 @@ mod tests {
             rule: "server deny *.spam.test".into(),
             errcode: "M_FORBIDDEN".into(),
             status: 403,
+            suppressed: 2,
         }];
         let items: Vec<ListedRefusal> = rows.iter().map(ListedRefusal::from).collect();
         assert_eq!(
@@ -134,7 +137,7 @@ mod tests {
             concat!(
                 r#"[{"errcode":"M_FORBIDDEN","event_id":"$e","invitee":null,"origin":"spam.test","#,
                 r#""room_id":null,"rule":"server deny *.spam.test","sender":"@m:spam.test","#,
-                r#""status":403,"ts":5}]"#
+                r#""status":403,"suppressed":2,"ts":5}]"#
             )
         );
     }

@@ -21,12 +21,12 @@ use invited_matrix::{
 };
 
 pub use room_state::VerifiedPdus;
-use room_state::check_room_state;
+use room_state::{RoomStateCheck, check_room_state};
 
-use crate::config::RoomStateChecks;
+use crate::config::InvitesConfig;
 use crate::error::{MatrixError, Refusal};
 use crate::federation::auth::authenticate;
-use crate::federation::keyring::Keyring;
+use crate::federation::keyring::{FetchScope, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
 use crate::store::{InviteState, NewInvite, RefusalRow, StoreError, StorePool, StoredInvite};
 use crate::writer::Writer;
@@ -37,7 +37,8 @@ pub struct InviteContext<'a> {
     pub signing_key: &'a SigningKey,
     pub keyring: &'a Keyring,
     pub store: &'a StorePool,
-    pub room_state_checks: RoomStateChecks,
+    /// `[invites]`: room-state checks and limits.
+    pub invites: &'a InvitesConfig,
     pub policy: &'a Policy,
     /// Where invites and refusals are written (group commit).
     pub writer: &'a Writer,
@@ -123,6 +124,7 @@ pub fn handle(
                     rule,
                     errcode: error.errcode().to_owned(),
                     status: i64::from(error.status()),
+                    suppressed: 0,
                 };
                 ctx.writer.log_refusal(row);
             }
@@ -179,34 +181,43 @@ fn handle_authenticated(
         return Ok(replay(&stored, sender_server, &fingerprint, api)?);
     }
 
-    // 6. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
-    let keys = ctx
-        .keyring
-        .event_keys(checked.origin_server_ts, version.enforce_key_validity);
+    // 6. Policy first: operator rules, the invitee's settings, room under the rate limits.
+    // All cheap, so an invite we refuse anyway costs no key fetch.
+    let facts = InviteFacts {
+        origin: sender_server,
+        sender: &checked.sender,
+        invitee: &checked.invitee,
+        room_id: &checked.room_id,
+    };
+    let decision = ctx.policy.evaluate(ctx.store, &facts)?;
+
+    // 7. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
+    let keys = ctx.keyring.event_keys(
+        checked.origin_server_ts,
+        version.enforce_key_validity,
+        FetchScope::Any,
+    );
     verify_event_signatures_with(&event, version, &bytes, &keys)
         .map_err(|e| invalid(format!("The invite event's signature check failed: {e}")))?;
     check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
 
-    // 7. invite_room_state (MSC4311).
+    // 8. invite_room_state (MSC4311).
     let (room_state, warnings) = check_room_state(
         &raw_room_state,
-        version,
-        &checked.room_id,
-        ctx.keyring,
-        ctx.room_state_checks,
-        ctx.verified_state,
-    )?;
-
-    // 8. Policy: operator rules, the invitee's settings, rate limits.
-    let decision = ctx.policy.evaluate(
-        ctx.store,
-        &InviteFacts {
-            origin: sender_server,
-            sender: &checked.sender,
-            invitee: &checked.invitee,
+        &RoomStateCheck {
+            version,
             room_id: &checked.room_id,
+            origin: sender_server,
+            keyring: ctx.keyring,
+            mode: ctx.invites.room_state_checks,
+            verified: ctx.verified_state,
+            max_entries: ctx.invites.max_room_state_entries,
+            max_bytes: ctx.invites.max_room_state_bytes,
         },
     )?;
+
+    // Only a valid invite is charged against the rate limits.
+    ctx.policy.charge(&facts)?;
     let state = match &decision {
         Decision::Accept => InviteState::Pending,
         Decision::Ignore(rule) => {

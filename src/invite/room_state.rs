@@ -6,14 +6,15 @@
 use invited_matrix::json::Value;
 use invited_matrix::pdu::{check_pdu_format, is_full_pdu};
 use invited_matrix::{
-    RoomId, RoomVersion, check_strict, room_id_from_create_event, verify_event_signatures,
+    ErrCode, RoomId, RoomVersion, ServerName, UserId, check_strict, room_id_from_create_event,
+    verify_event_signatures,
 };
 use sha2::{Digest, Sha256};
 
 use super::invalid;
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
-use crate::federation::keyring::Keyring;
+use crate::federation::keyring::{FetchScope, Keyring};
 use crate::store::RoomStateRow;
 
 /// A bounded memory of `invite_room_state` PDUs whose signatures verified recently, keyed by
@@ -73,19 +74,57 @@ impl Default for VerifiedPdus {
     }
 }
 
+/// What checking an invite's `invite_room_state` needs to know.
+pub(super) struct RoomStateCheck<'a> {
+    pub version: &'static RoomVersion,
+    pub room_id: &'a RoomId,
+    /// The authenticated origin: its keys may be fetched for the room state.
+    pub origin: &'a ServerName,
+    pub keyring: &'a Keyring,
+    pub mode: RoomStateChecks,
+    pub verified: &'a VerifiedPdus,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+}
+
 /// Step 7: `invite_room_state` (MSC4311). Returns the rows to store and the warnings; refuses
-/// (400 `M_INVALID_PARAM`) when the mode and room version say problems are fatal.
+/// (400 `M_INVALID_PARAM`) when the mode and room version say problems are fatal, and
+/// (413 `M_TOO_LARGE`) a room state larger than real servers send (5–10 events of a few KB).
+///
+/// Keys are fetched only for the origin and the create event's sender's server (the two
+/// MSC4311 needs), directly; other servers' signatures are checked against keys we already
+/// have, and an unknown key is a warning: one invite must not make us connect to every
+/// server its room state names.
 pub(super) fn check_room_state(
     entries: &[Value],
-    version: &RoomVersion,
-    room_id: &RoomId,
-    keyring: &Keyring,
-    mode: RoomStateChecks,
-    verified: &VerifiedPdus,
+    check: &RoomStateCheck<'_>,
 ) -> Result<(Vec<RoomStateRow>, Vec<String>), MatrixError> {
+    let RoomStateCheck {
+        version,
+        room_id,
+        mode,
+        ..
+    } = *check;
+    if entries.len() > check.max_entries {
+        return Err(too_large(format!(
+            "invite_room_state has {} entries; the limit is {}",
+            entries.len(),
+            check.max_entries
+        )));
+    }
+    let create_server = entries
+        .iter()
+        .find(|e| {
+            e["type"].as_str() == Some("m.room.create") && e["state_key"].as_str() == Some("")
+        })
+        .and_then(|e| e["sender"].as_str())
+        .and_then(|sender| UserId::parse(sender).ok());
+    let mut fetchable = vec![check.origin.as_str()];
+    fetchable.extend(create_server.as_ref().map(UserId::server_str));
     let mut rows = Vec::new();
     let mut problems: Vec<String> = Vec::new();
     let mut create_seen = false;
+    let mut bytes = 0usize;
     for (i, entry) in entries.iter().enumerate() {
         let row = match stripped_row(i, entry) {
             Ok(row) => row,
@@ -94,6 +133,13 @@ pub(super) fn check_room_state(
                 continue;
             }
         };
+        bytes += row.content.len() + row.pdu.as_ref().map_or(0, String::len);
+        if bytes > check.max_bytes {
+            return Err(too_large(format!(
+                "invite_room_state is over {} bytes",
+                check.max_bytes
+            )));
+        }
         if mode != RoomStateChecks::Off {
             create_seen |= is_create(&row);
             match pdu_problems(i, entry, &row, version, room_id) {
@@ -101,9 +147,8 @@ pub(super) fn check_room_state(
                 Err(problem) => problems.push(problem),
                 Ok(found) => {
                     problems.extend(found);
-                    problems.extend(signature_problem(
-                        i, entry, &row, version, keyring, verified,
-                    ));
+                    let keys = FetchScope::Only(&fetchable);
+                    problems.extend(signature_problem(i, entry, &row, check, keys));
                 }
             }
         }
@@ -124,6 +169,10 @@ pub(super) fn check_room_state(
         )));
     }
     Ok((rows, problems))
+}
+
+fn too_large(why: String) -> MatrixError {
+    MatrixError::new(ErrCode::TooLarge, why)
 }
 
 /// The entry as stored: its client (stripped) form, and the full PDU when it is one. An entry
@@ -209,10 +258,10 @@ fn signature_problem(
     i: usize,
     entry: &Value,
     row: &RoomStateRow,
-    version: &RoomVersion,
-    keyring: &Keyring,
-    verified: &VerifiedPdus,
+    check: &RoomStateCheck<'_>,
+    scope: FetchScope<'_>,
 ) -> Option<String> {
+    let (version, verified) = (check.version, check.verified);
     let obj = entry.as_object()?;
     let fingerprint = VerifiedPdus::key(version, row.pdu.as_deref());
     if verified.contains(&fingerprint) {
@@ -222,7 +271,9 @@ fn signature_problem(
         .get("origin_server_ts")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let keys = keyring.event_keys(ts, version.enforce_key_validity);
+    let keys = check
+        .keyring
+        .event_keys(ts, version.enforce_key_validity, scope);
     match verify_event_signatures(obj, version, &keys) {
         Ok(()) => {
             verified.insert(fingerprint);

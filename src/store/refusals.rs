@@ -4,6 +4,12 @@ use rusqlite::{TransactionBehavior, params};
 
 use super::{Context, Store, StoreError};
 
+/// The most bytes of one text field a refusal row keeps. The fields come from a refused
+/// request, before (or because) they failed their checks: an attacker may send megabytes.
+pub const MAX_REFUSAL_FIELD_BYTES: usize = 255;
+/// The most bytes of the rule or check a refusal row keeps.
+pub const MAX_REFUSAL_RULE_BYTES: usize = 512;
+
 /// One refused invite (table `refusals`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusalRow {
@@ -16,6 +22,40 @@ pub struct RefusalRow {
     pub rule: String,
     pub errcode: String,
     pub status: i64,
+    /// Refusals of the same origin left out of the log (rate limit) since its previous row.
+    pub suppressed: i64,
+}
+
+impl RefusalRow {
+    /// The row with every text field cut to what the table keeps (at a character
+    /// boundary, marked with `…`), so a row costs a bounded number of bytes.
+    pub fn bounded(mut self) -> RefusalRow {
+        let cut = |s: &mut String, max: usize| {
+            if s.len() > max {
+                let mut end = max - '…'.len_utf8();
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                s.push('…');
+            }
+        };
+        cut(&mut self.origin, MAX_REFUSAL_FIELD_BYTES);
+        cut(&mut self.errcode, MAX_REFUSAL_FIELD_BYTES);
+        cut(&mut self.rule, MAX_REFUSAL_RULE_BYTES);
+        for field in [
+            &mut self.sender,
+            &mut self.invitee,
+            &mut self.room_id,
+            &mut self.event_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(field, MAX_REFUSAL_FIELD_BYTES);
+        }
+        self
+    }
 }
 
 impl Store {
@@ -36,8 +76,8 @@ impl Store {
             let id: i64 = tx
                 .prepare_cached(
                     "INSERT INTO refusals (ts, origin, sender, invitee, room_id, event_id, rule,
-                         errcode, status)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING id",
+                         errcode, status, suppressed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
                 )
                 .and_then(|mut s| {
                     s.query_row(
@@ -50,7 +90,8 @@ impl Store {
                             row.event_id,
                             row.rule,
                             row.errcode,
-                            row.status
+                            row.status,
+                            row.suppressed
                         ],
                         |r| r.get(0),
                     )
@@ -86,7 +127,8 @@ impl Store {
     /// Refusals since `since_ts`, newest first.
     pub fn refusals_since(&self, since_ts: i64, limit: i64) -> Result<Vec<RefusalRow>, StoreError> {
         self.query_all(
-            "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status
+            "SELECT ts, origin, sender, invitee, room_id, event_id, rule, errcode, status,
+                    suppressed
              FROM refusals WHERE ts >= ?1 ORDER BY id DESC LIMIT ?2",
             params![since_ts, limit],
             "refusals",
@@ -101,8 +143,37 @@ impl Store {
                     rule: r.get(6)?,
                     errcode: r.get(7)?,
                     status: r.get(8)?,
+                    suppressed: r.get(9)?,
                 })
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_bounded() {
+        let huge = "é".repeat(600_000);
+        let row = RefusalRow {
+            ts: 1,
+            origin: "a".into(),
+            sender: Some(huge.clone()),
+            invitee: Some("@b:us".into()),
+            room_id: None,
+            event_id: Some(huge.clone()),
+            rule: huge,
+            errcode: "M_BAD_JSON".into(),
+            status: 400,
+            suppressed: 0,
+        }
+        .bounded();
+        let sender = row.sender.unwrap();
+        assert!(sender.len() <= MAX_REFUSAL_FIELD_BYTES && sender.ends_with('…'));
+        assert!(row.event_id.unwrap().len() <= MAX_REFUSAL_FIELD_BYTES);
+        assert!(row.rule.len() <= MAX_REFUSAL_RULE_BYTES);
+        assert_eq!(row.invitee.as_deref(), Some("@b:us"));
     }
 }

@@ -221,7 +221,6 @@ pub fn assert_error(answer: &Answer, status: u16, errcode: &str, what: &str) {
     );
 }
 
-/// The stored invite with this event ID, read through invited's own store.
 /// SQL for the answer invited owes a stored invite, from its row: the test's own statement of
 /// the two wire shapes (v2 `{"event":…}`, v1 `[200,{"event":…}]`), independent of the code's.
 pub const STORED_ANSWER_SQL: &str = "CASE api_version WHEN 1 THEN '[200,{\"event\":' || signed_event || '}]' ELSE '{\"event\":' || signed_event || '}' END";
@@ -239,6 +238,7 @@ pub fn stored_answer(invited: &Invited, event_id: &str) -> Option<String> {
         .expect("reading a stored invite")
 }
 
+/// The stored invite with this event ID, read through invited's own store.
 pub fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
     let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
     store.find_invite(event_id).unwrap()
