@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod fatal;
 pub mod federation;
@@ -18,6 +19,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod writer;
 

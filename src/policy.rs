@@ -68,6 +68,8 @@ pub struct Policy {
     snapshot: Mutex<Arc<Snapshot>>,
     per_origin: Mutex<TokenBuckets>,
     per_invitee: Mutex<TokenBuckets>,
+    /// All origins together (one bucket): our capacity, not a sender's fault.
+    total: Mutex<TokenBuckets>,
 }
 
 impl Policy {
@@ -76,6 +78,7 @@ impl Policy {
             TokenBuckets::new(defaults.per_origin_per_second, defaults.per_origin_burst);
         let per_invitee =
             TokenBuckets::new(defaults.per_invitee_per_second, defaults.per_invitee_burst);
+        let total = TokenBuckets::new(defaults.total_per_second, defaults.total_burst);
         Policy {
             defaults,
             snapshot: Mutex::new(Arc::new(Snapshot {
@@ -84,6 +87,7 @@ impl Policy {
             })),
             per_origin: Mutex::new(per_origin),
             per_invitee: Mutex::new(per_invitee),
+            total: Mutex::new(total),
         }
     }
 
@@ -201,6 +205,19 @@ impl Policy {
         step: impl Fn(&mut TokenBuckets, &str, Instant) -> Result<(), i64>,
     ) -> Result<(), Refusal> {
         let now = Instant::now();
+        let overall = self
+            .total
+            .lock()
+            .map(|mut b| step(&mut b, "", now))
+            .unwrap_or(Ok(()));
+        if let Err(retry_after_ms) = overall {
+            let mut error = MatrixError::new(
+                ErrCode::Unavailable,
+                "This server is taking no more invites right now; try again shortly",
+            );
+            error.retry_after_secs = Some(retry_after_secs(retry_after_ms));
+            return Err(Refusal::new(error, "rate limit over all origins"));
+        }
         for (buckets, key, what) in [
             (&self.per_origin, facts.origin.as_str(), "origin"),
             (&self.per_invitee, facts.invitee.as_str(), "invitee"),
@@ -212,17 +229,17 @@ impl Policy {
             if let Err(retry_after_ms) = verdict {
                 let mut error = MatrixError::new(ErrCode::LimitExceeded, "Too many invites")
                     .with("retry_after_ms", Value::int(retry_after_ms));
-                error.retry_after_secs = Some(
-                    retry_after_ms
-                        .div_euclid(1000)
-                        .saturating_add(1)
-                        .unsigned_abs(),
-                );
+                error.retry_after_secs = Some(retry_after_secs(retry_after_ms));
                 return Err(Refusal::new(error, format!("rate limit per {what}")));
             }
         }
         Ok(())
     }
+}
+
+/// `Retry-After` for a wait in milliseconds: whole seconds, rounded up.
+fn retry_after_secs(ms: i64) -> u64 {
+    ms.div_euclid(1000).saturating_add(1).unsigned_abs()
 }
 
 /// The invitee's own settings (MSC4380, `m.ignored_user_list`, MSC4155: the rules are the

@@ -9,6 +9,7 @@ use invited_http::{EdgeError, Handler, Request, Response};
 use invited_matrix::{ErrCode, ServerName, SigningKey, Value};
 
 use crate::config::InvitesConfig;
+use crate::disk::DiskSpace;
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::Keyring;
@@ -32,6 +33,7 @@ pub struct App {
     pub keyring: Keyring,
     pub store: std::sync::Arc<StorePool>,
     pub invites: InvitesConfig,
+    pub disk: DiskSpace,
     pub policy: Policy,
     pub writer: Writer,
     pub verified_state: invite::VerifiedPdus,
@@ -127,6 +129,7 @@ impl App {
                     keyring: &self.keyring,
                     store: &self.store,
                     invites: &self.invites,
+                    disk: &self.disk,
                     policy: &self.policy,
                     writer: &self.writer,
                     verified_state: &self.verified_state,

@@ -38,12 +38,48 @@ pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
             dir.display()
         )));
     }
+    warn_if_shared(dir, "data_dir", "chmod 700");
     Ok(())
+}
+
+/// Warns when others on the machine can read what only invited should: the data directory,
+/// the key file, the database (it holds every invite).
+fn warn_if_shared(path: &std::path::Path, what: &str, fix: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        log::warn!(
+            "{what} {} is readable by other users (mode {:o}); {fix} {}",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        );
+    }
+}
+
+/// Creates the database file readable by us alone before SQLite opens it (SQLite gives its
+/// -wal and -shm files the database file's mode).
+fn create_private_file(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.exists() {
+        return Ok(());
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| Error::new(format!("cannot create database {}: {e}", path.display())))
 }
 
 /// Opens the database and our key, creating both on first start.
 pub fn open_state(config: &Config) -> Result<(Store, invited_matrix::SigningKey), Error> {
     prepare_data_dir(config)?;
+    create_private_file(&config.database_path())?;
+    warn_if_shared(&config.database_path(), "database", "chmod 600");
+    warn_if_shared(&config.signing_key_path(), "signing key file", "chmod 600");
     let mut store = Store::open(&config.database_path())?;
     let key = keys::load_or_create(&config.signing_key_path(), &mut store, now_ms())?;
     Ok((store, key))
@@ -106,6 +142,10 @@ pub fn serve(config: Config) -> Result<(), Error> {
         keyring,
         store: pool.clone(),
         invites: config.invites.clone(),
+        disk: crate::disk::DiskSpace::new(
+            config.data_dir.clone(),
+            config.invites.min_free_disk_bytes,
+        ),
         policy: Policy::new(config.policy.clone()),
         verified_state: crate::invite::VerifiedPdus::new(),
         writer: Writer::start(

@@ -79,6 +79,15 @@ fn first_start_creates_key_and_database_and_serves_keys() {
     assert_eq!(mode, 0o600, "signing.key must be private");
     let data_mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
     assert_eq!(data_mode, 0o700);
+    // The database and the WAL files beside it are ours alone (they hold every invite).
+    for file in ["invited.db", "invited.db-wal", "invited.db-shm"] {
+        let mode = std::fs::metadata(data.join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
 
     let agent = agent(None);
     let (status, body) = get_json(&agent, &server.url("/_matrix/key/v2/server"));

@@ -9,6 +9,7 @@ use super::with_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::store::{InviteDetails, InviteState, InviteSummary, RoomStateRow, Store};
+use crate::text::printable;
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -176,14 +177,15 @@ fn list(store: &Store, user: Option<&str>, state: Option<&str>, json: bool) -> R
             "state", "invitee", "inviter", "room", "received"
         );
         for i in &invites {
+            let room = i.room_name.as_deref().unwrap_or(&i.room_id);
             println!(
                 "{:<9} {:<28} {:<28} {:<20} {:<14} {}",
                 i.state,
-                i.invitee,
-                i.sender,
-                i.room_name.clone().unwrap_or_else(|| i.room_id.clone()),
+                printable(&i.invitee),
+                printable(&i.sender),
+                printable(room),
                 i.received_ts,
-                i.event_id
+                printable(&i.event_id)
             );
         }
     }

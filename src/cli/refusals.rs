@@ -8,6 +8,7 @@ use super::with_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::store::RefusalRow;
+use crate::text::printable;
 use crate::time::now_ms;
 
 #[derive(Debug, Subcommand)]
@@ -101,10 +102,10 @@ pub(super) fn run(config: &Config, command: RefusalsCommand) -> Result<(), Error
                 println!(
                     "{:<14} {:<24} {:<28} {:<18} {}",
                     r.ts,
-                    r.origin,
-                    r.invitee.as_deref().unwrap_or("-"),
-                    r.errcode,
-                    r.rule
+                    printable(&r.origin),
+                    printable(r.invitee.as_deref().unwrap_or("-")),
+                    printable(&r.errcode),
+                    printable(&r.rule)
                 );
             }
         }

@@ -24,11 +24,13 @@ pub use room_state::VerifiedPdus;
 use room_state::{RoomStateCheck, check_room_state};
 
 use crate::config::InvitesConfig;
+use crate::disk::DiskSpace;
 use crate::error::{MatrixError, Refusal};
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::{FetchScope, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
 use crate::store::{InviteState, NewInvite, RefusalRow, StoreError, StorePool, StoredInvite};
+use crate::text::printable;
 use crate::writer::Writer;
 
 /// What the invite handler needs from the rest of the server.
@@ -42,6 +44,8 @@ pub struct InviteContext<'a> {
     pub policy: &'a Policy,
     /// Where invites and refusals are written (group commit).
     pub writer: &'a Writer,
+    /// Free space on the data directory's disk, against `[invites] min_free_disk_mb`.
+    pub disk: &'a DiskSpace,
     /// State PDUs whose signatures already verified (invite waves repeat the same room state).
     pub verified_state: &'a VerifiedPdus,
     pub now_ms: i64,
@@ -89,7 +93,9 @@ pub fn handle(
         return Err(MatrixError::not_json("The request body is empty"));
     }
     let body = json::parse_bytes(&request.body).map_err(|e| {
-        if e.is_syntax() {
+        if e.kind == json::JsonErrorKind::TooManyValues {
+            MatrixError::new(ErrCode::TooLarge, format!("Content refused: {e}"))
+        } else if e.is_syntax() {
             MatrixError::not_json(format!("Content not JSON: {e}"))
         } else {
             // JSON, but not JSON we accept (duplicate keys, a number out of range).
@@ -221,10 +227,23 @@ fn handle_authenticated(
     let state = match &decision {
         Decision::Accept => InviteState::Pending,
         Decision::Ignore(rule) => {
-            log::info!("invite {event_id} from {sender_server} ignored by {rule}");
+            log::info!(
+                "invite {event_id} from {sender_server} ignored by {}",
+                printable(rule)
+            );
             InviteState::Ignored
         }
     };
+
+    // Room on disk for it? Below the watermark, 503: senders retry later.
+    if !ctx.disk.has_room() {
+        let mut error = MatrixError::new(
+            ErrCode::Unavailable,
+            "This server is low on disk space; try again later",
+        );
+        error.retry_after_secs = Some(60);
+        return Err(error.into());
+    }
 
     // 9. Co-sign: our signature over the redacted event; nothing else changes.
     let mut signed = event.clone();
@@ -253,7 +272,7 @@ fn handle_authenticated(
         warnings,
     };
     for w in &new.warnings {
-        log::info!("invite {event_id}: warning: {w}");
+        log::info!("invite {event_id}: warning: {}", printable(w));
     }
     let stored = ctx.writer.store_invite(new).map_err(store_failed)?;
     Ok(replay(&stored, sender_server, &fingerprint, api)?)

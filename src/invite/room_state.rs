@@ -162,6 +162,7 @@ pub(super) fn check_room_state(
         RoomStateChecks::Strict => true,
         RoomStateChecks::Spec => version.room_id_is_create_event_hash,
     };
+    let problems = bounded(problems);
     if fatal && !problems.is_empty() {
         return Err(invalid(format!(
             "Invalid invite_room_state: {}",
@@ -169,6 +170,31 @@ pub(super) fn check_room_state(
         )));
     }
     Ok((rows, problems))
+}
+
+/// Warnings stored per invite at most, and bytes per warning: they quote what the sender sent.
+const MAX_WARNINGS: usize = 20;
+const MAX_WARNING_BYTES: usize = 512;
+
+/// The problems as stored and answered: each cut to [`MAX_WARNING_BYTES`], at most
+/// [`MAX_WARNINGS`] of them, the rest counted in a last one.
+fn bounded(mut problems: Vec<String>) -> Vec<String> {
+    let more = problems.len().saturating_sub(MAX_WARNINGS);
+    problems.truncate(MAX_WARNINGS);
+    for p in &mut problems {
+        if p.len() > MAX_WARNING_BYTES {
+            let mut end = MAX_WARNING_BYTES - 3;
+            while !p.is_char_boundary(end) {
+                end -= 1;
+            }
+            p.truncate(end);
+            p.push('…');
+        }
+    }
+    if more > 0 {
+        problems.push(format!("and {more} more problems"));
+    }
+    problems
 }
 
 fn too_large(why: String) -> MatrixError {

@@ -23,7 +23,7 @@ mod parse;
 pub use canonical::{
     canonical_object_except, python_float_repr, write_canonical, write_canonical_str,
 };
-pub use parse::{MAX_DEPTH, parse, parse_bytes};
+pub use parse::{MAX_DEPTH, MAX_VALUES, parse, parse_bytes};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -71,6 +71,8 @@ pub enum JsonErrorKind {
     Syntax(&'static str),
     /// Nesting deeper than the parser allows.
     TooDeep,
+    /// More values in one document than the parser allows (`MAX_VALUES`).
+    TooManyValues,
     /// An object names the same key twice.
     DuplicateKey(String),
     /// A number that cannot be represented (overflows to infinity).
@@ -93,6 +95,12 @@ impl fmt::Display for JsonError {
                 write!(f, "invalid JSON at byte {}: {what}", self.offset)
             }
             JsonErrorKind::TooDeep => write!(f, "JSON nested too deeply at byte {}", self.offset),
+            JsonErrorKind::TooManyValues => write!(
+                f,
+                "more than {} JSON values (at byte {})",
+                parse::MAX_VALUES,
+                self.offset
+            ),
             JsonErrorKind::DuplicateKey(k) => {
                 write!(
                     f,

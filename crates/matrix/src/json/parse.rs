@@ -1,5 +1,6 @@
 //! The JSON parser: RFC 8259 text into a [`Value`], refusing duplicate keys, numbers that
-//! overflow, unpaired surrogates and nesting beyond [`MAX_DEPTH`].
+//! overflow, unpaired surrogates, nesting beyond [`MAX_DEPTH`] and more than [`MAX_VALUES`]
+//! values.
 //!
 //! Kept apart from the value type and the encoder because it is the part that meets untrusted
 //! bytes, and so the part the fuzzers and the malformed-input tests aim at.
@@ -10,12 +11,19 @@ use super::{JsonError, JsonErrorKind, Number, Object, Value};
 /// parser stops near 1,000 frames); shallow enough that recursion cannot exhaust a stack.
 pub const MAX_DEPTH: usize = 128;
 
+/// How many values (of any kind, at any depth) one document may hold. Each parsed value costs
+/// tens of bytes however few it took in the text (`[0,0,0,…]` is two bytes a value), so this
+/// bounds what one request body can make us allocate: about 8 MB at most. A real invite with
+/// its room state holds a few thousand.
+pub const MAX_VALUES: usize = 100_000;
+
 /// Parses JSON text (RFC 8259) into a [`Value`]. Leading and trailing whitespace is allowed;
 /// anything else after the value is an error.
 pub fn parse(text: &str) -> Result<Value, JsonError> {
     let mut p = Parser {
         bytes: text.as_bytes(),
         pos: 0,
+        values: 0,
     };
     p.skip_ws();
     let v = p.value(0)?;
@@ -38,6 +46,8 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Value, JsonError> {
 struct Parser<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Values parsed so far (see [`MAX_VALUES`]).
+    values: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -68,6 +78,13 @@ impl<'a> Parser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.values += 1;
+        if self.values > MAX_VALUES {
+            return Err(JsonError {
+                offset: self.pos,
+                kind: JsonErrorKind::TooManyValues,
+            });
+        }
         match self.peek() {
             None => Err(self.syntax("unexpected end of input")),
             Some(b'n') => self.expect_literal(b"null", Value::Null),
@@ -345,6 +362,11 @@ mod tests {
             JsonErrorKind::TooDeep
         ));
         let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        // The value budget counts every value at every depth.
+        let many = format!("[{}0]", "0,".repeat(MAX_VALUES));
+        assert_eq!(parse(&many).unwrap_err().kind, JsonErrorKind::TooManyValues);
+        let enough = format!("[{}0]", "0,".repeat(MAX_VALUES - 2));
+        assert!(parse(&enough).is_ok());
         assert!(parse(&ok).is_ok());
         assert!(parse_bytes(b"\"\xff\"").is_err());
     }
