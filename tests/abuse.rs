@@ -216,3 +216,36 @@ fn the_refusal_log_is_bounded() {
     assert!((1..40).contains(&rows), "{rows} rows for {sent} refusals");
     assert!(rows + suppressed <= sent, "{rows} + {suppressed} > {sent}");
 }
+
+/// Below the free-space watermark, a valid invite gets 503 with `Retry-After` (senders retry
+/// later) and nothing is stored; the disk never fills with invites.
+#[test]
+fn low_disk_space_is_a_503_not_a_full_disk() {
+    // A watermark of 1 PiB: no test machine has that much free.
+    let h = Harness::start("[invites]\nmin_free_disk_mb = 1073741824\n");
+    let inv = common::invites::valid_invite(&h.origin, "11", BOB);
+    let answer = put(&h, &inv);
+    assert_error(&answer, 503, "M_UNKNOWN", "low disk space");
+    assert_eq!(answer.retry_after.as_deref(), Some("60"));
+    let stored: i64 = h
+        .invited
+        .db()
+        .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+/// Past the ceiling on new invites over all origins, 503 with `Retry-After`: our capacity, a
+/// status senders retry, never one they drop the invite on.
+#[test]
+fn new_invites_have_a_ceiling_over_all_origins() {
+    let h = Harness::start("[rate_limits]\ntotal_per_second = 0.01\ntotal_burst = 2\n");
+    for i in 0..2 {
+        let inv = common::invites::valid_invite(&h.origin, "11", BOB);
+        assert_eq!(put(&h, &inv).status, 200, "invite {i}");
+    }
+    let inv = common::invites::valid_invite(&h.origin, "11", BOB);
+    let answer = put(&h, &inv);
+    assert_error(&answer, 503, "M_UNKNOWN", "over the ceiling");
+    assert!(answer.retry_after.is_some());
+}

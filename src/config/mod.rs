@@ -142,7 +142,7 @@ impl Config {
     /// The embedded default: plain HTTP on 127.0.0.1:8448 as `localhost:8448`, data in
     /// `./invited-data`.
     pub fn embedded_default() -> Config {
-        // The default has no errors by construction; `from_file_format` on an empty file is it.
+        // The default has no errors by construction; `validate` on an empty file is it.
         file::validate(FileFormat::default(), None)
             .unwrap_or_else(|e| unreachable!("the embedded default configuration is valid: {e}"))
     }
