@@ -156,6 +156,11 @@ pub struct Limits {
     /// Open connections at most (queued, reading, or being answered); above it new connections
     /// are closed at once.
     pub max_connections: usize,
+    /// Open connections per peer at most: per IPv4 address, per IPv6 /64 (an IPv4-mapped
+    /// IPv6 address counts as the IPv4 one). A connection over it is closed at once, so one
+    /// host cannot take every slot of `max_connections`. Behind a reverse proxy every
+    /// connection comes from the proxy's address: set it to `max_connections` there.
+    pub max_connections_per_ip: usize,
     /// Request head (request line + headers) size at most, in bytes → 431.
     pub max_head_bytes: usize,
     /// Number of headers at most → 431.
@@ -183,6 +188,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            max_connections_per_ip: 64,
             max_head_bytes: 16 * 1024,
             max_headers: 64,
             max_target_bytes: 8 * 1024,

@@ -8,14 +8,13 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
 use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
+use crate::quota::{PeerShare, Share};
 use crate::sys;
 use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
 
@@ -25,27 +24,6 @@ use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How many bytes a closing connection may still send us, read and thrown away.
 const LINGER_BYTES: usize = 256 * 1024;
-
-/// One slot of the connection cap, given back when the connection is dropped.
-#[derive(Debug)]
-pub(crate) struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// Takes a slot, or `None` when `max` connections are already open.
-    pub(crate) fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot(Arc::clone(open)))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Where a connection is in its life; every waiting phase carries its own deadline.
 #[derive(Debug)]
@@ -104,7 +82,9 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     /// Requests answered on this connection.
     pub(crate) served: usize,
-    _slot: Slot,
+    /// This connection's slot of the connection cap, and of its peer's.
+    _slot: Share,
+    _peer_slot: PeerShare,
 }
 
 enum Advance {
@@ -118,7 +98,7 @@ impl Conn {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        slot: Slot,
+        (slot, peer_slot): (Share, PeerShare),
         tls: Option<ServerConnection>,
         limits: &Limits,
         now: Instant,
@@ -141,6 +121,7 @@ impl Conn {
             phase,
             served: 0,
             _slot: slot,
+            _peer_slot: peer_slot,
         }
     }
 
@@ -473,6 +454,7 @@ fn linger(stream: &mut TcpStream, budget: &mut usize, scratch: &mut [u8]) -> Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::{PeerQuota, Quota};
     use std::net::TcpListener;
 
     struct Rng(u64);
@@ -512,15 +494,16 @@ mod tests {
             b"\n",
         ];
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Quota::new(10);
+        let peers = PeerQuota::new(10);
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut scratch = vec![0u8; 64];
         for _ in 0..300 {
             let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (stream, peer) = listener.accept().unwrap();
             stream.set_nonblocking(true).unwrap();
-            let slot = Slot::take(&open, 10).unwrap();
-            let mut conn = Conn::new(stream, peer, slot, None, &limits, Instant::now());
+            let slots = (open.take(1).unwrap(), peers.take(peer.ip()).unwrap());
+            let mut conn = Conn::new(stream, peer, slots, None, &limits, Instant::now());
             let mut bytes = Vec::new();
             for _ in 0..rng.below(6) + 1 {
                 let mut piece = pieces[rng.below(pieces.len())].to_vec();
@@ -556,6 +539,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(open.load(Ordering::SeqCst), 0);
+        assert_eq!(open.used(), 0);
+        assert_eq!(peers.open(listener.local_addr().unwrap().ip()), 0);
     }
 }

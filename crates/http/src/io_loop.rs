@@ -10,14 +10,16 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::api::Limits;
-use crate::conn::{Conn, Slot, Step, Work};
+use crate::conn::{Conn, Step, Work};
+use crate::quota::{PeerShare, Share};
 use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
 
 /// Messages to the I/O thread; each is followed by a wake-up of its poll.
 pub(crate) enum ToIo {
-    /// A freshly accepted (non-blocking) connection.
-    New(TcpStream, SocketAddr, Slot),
+    /// A freshly accepted (non-blocking) connection, with its slot of its peer's cap and of the
+    /// global cap.
+    New(TcpStream, SocketAddr, PeerShare, Share),
     /// A kept-alive or closing connection back from a worker.
     Back(Box<Conn>),
 }
@@ -56,8 +58,8 @@ impl IoLoop {
             let now = Instant::now();
             while let Ok(msg) = self.inbox.try_recv() {
                 match msg {
-                    ToIo::New(stream, peer, slot) => {
-                        if let Some(conn) = self.admit(stream, peer, slot, now) {
+                    ToIo::New(stream, peer, peer_slot, slot) => {
+                        if let Some(conn) = self.admit(stream, peer, (slot, peer_slot), now) {
                             conns.push(conn);
                         }
                     }
@@ -127,7 +129,7 @@ impl IoLoop {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        slot: Slot,
+        slots: (Share, PeerShare),
         now: Instant,
     ) -> Option<Box<Conn>> {
         let tls = match &self.tls {
@@ -148,7 +150,7 @@ impl IoLoop {
         Some(Box::new(Conn::new(
             stream,
             peer,
-            slot,
+            slots,
             tls,
             &self.limits,
             now,

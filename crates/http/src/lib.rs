@@ -16,6 +16,7 @@ mod api;
 mod conn;
 mod head;
 mod io_loop;
+mod quota;
 mod response;
 mod server;
 mod shared;

@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 pub fn test_limits() -> Limits {
     Limits {
         max_connections: 64,
+        max_connections_per_ip: 64,
         max_head_bytes: 4096,
         max_headers: 16,
         max_target_bytes: 1024,

@@ -1,0 +1,90 @@
+//! A hostile federation: every resource an unauthenticated peer can reach is bounded. One
+//! address cannot take every connection; a full server makes room by closing idle connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+#![allow(unsafe_code)] // socket(2) and bind(2), to connect from another loopback address
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::{Duration, Instant};
+
+use common::*;
+use invited_http::Limits;
+
+fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*addr.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A connection to `addr` from the local address `from` (say 127.0.0.2: all of 127.0.0.0/8 is
+/// loopback), so that one test can be several peers.
+fn connect_from(from: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+    let SocketAddr::V4(to) = addr else {
+        panic!("IPv4 only: {addr}")
+    };
+    // SAFETY: socket(2) returns a new descriptor that we own from here on.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0);
+    // SAFETY: `fd` is a valid socket nobody else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let local = sockaddr(SocketAddrV4::new(from, 0));
+    // SAFETY: a valid sockaddr_in of the size given, on a socket we own.
+    let rc = unsafe { libc::bind(stream.as_raw_fd(), (&raw const local).cast(), len) };
+    assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
+    let remote = sockaddr(to);
+    // SAFETY: as above.
+    let rc = unsafe { libc::connect(stream.as_raw_fd(), (&raw const remote).cast(), len) };
+    assert_eq!(rc, 0, "connect {to}: {}", std::io::Error::last_os_error());
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// One keep-alive request from `from`, on a new connection that is returned still open.
+fn served_from(from: Ipv4Addr, addr: SocketAddr) -> Client<TcpStream> {
+    let mut c = Client::new(connect_from(from, addr));
+    let r = c.request(b"GET /hello HTTP/1.1\r\n\r\n");
+    assert_eq!(r.status, 200, "{from}");
+    c
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let (server, _) = TestServer::start(options(Limits {
+        max_connections: 64,
+        max_connections_per_ip: 4,
+        ..test_limits()
+    }));
+    let home = Ipv4Addr::new(127, 0, 0, 1);
+    let mut mine: Vec<_> = (0..4).map(|_| served_from(home, server.addr)).collect();
+    // Over its cap, a connection from the same address is closed at once, unanswered.
+    for _ in 0..3 {
+        let mut extra = connect_from(home, server.addr);
+        let start = Instant::now();
+        expect_eof(&mut extra);
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+    // Another address is served meanwhile, and so are the first four.
+    let mut other = served_from(Ipv4Addr::new(127, 0, 0, 2), server.addr);
+    for c in &mut mine {
+        assert_eq!(c.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
+    }
+    assert_eq!(other.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
+    // A closed connection gives its address's slot back.
+    drop(mine.pop());
+    assert!(eventually(Duration::from_secs(3), || {
+        let mut c = Client::new(connect_from(home, server.addr));
+        c.send(b"GET /back HTTP/1.1\r\n\r\n");
+        c.try_response().is_ok_and(|r| r.status == 200)
+    }));
+}
