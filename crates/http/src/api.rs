@@ -153,8 +153,11 @@ pub trait Handler: Send + Sync + 'static {
 /// Every limit the edge enforces. Defaults suit a federation endpoint on a small device.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open connections at most (queued, reading, or being answered); above it new connections
-    /// are closed at once.
+    /// Open connections at most (queued, reading, or being answered). When they are all open, a
+    /// new connection takes the place of the one that has waited longest without a request in
+    /// progress (idle between requests, waiting for its first byte, in its TLS handshake, or
+    /// closing), which is closed; if every connection is in the middle of a request, the new
+    /// one is closed at once.
     pub max_connections: usize,
     /// Open connections per peer at most: per IPv4 address, per IPv6 /64 (an IPv4-mapped
     /// IPv6 address counts as the IPv4 one). A connection over it is closed at once, so one

@@ -82,6 +82,9 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     /// Requests answered on this connection.
     pub(crate) served: usize,
+    /// When the connection last started to wait with no request in progress (accepted, idle
+    /// after a response, or closing): the oldest such is closed first when the cap is full.
+    since: Instant,
     /// This connection's slot of the connection cap, and of its peer's.
     _slot: Share,
     _peer_slot: PeerShare,
@@ -120,6 +123,7 @@ impl Conn {
             line_seen: false,
             phase,
             served: 0,
+            since: now,
             _slot: slot,
             _peer_slot: peer_slot,
         }
@@ -131,6 +135,16 @@ impl Conn {
 
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Since when this connection has waited with no request in progress, if it is: such a
+    /// connection may be closed to make room for a new one.
+    pub(crate) fn evictable_since(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { .. } | Phase::Linger { .. } => Some(self.since),
+            Phase::Idle { .. } if self.buf.is_empty() => Some(self.since),
+            Phase::Idle { .. } | Phase::Head { .. } | Phase::Body { .. } | Phase::Busy => None,
+        }
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -387,16 +401,18 @@ impl Conn {
             let _ = flush_tls_until(tls, &mut self.stream, deadline);
         }
         let _ = self.stream.shutdown(Shutdown::Write);
+        self.since = Instant::now();
         self.phase = Phase::Linger {
-            deadline: after(Instant::now(), LINGER_TIME),
+            deadline: after(self.since, LINGER_TIME),
             budget: LINGER_BYTES,
         };
     }
 
     /// Readies a kept-alive connection for its next request.
     pub(crate) fn start_idle(&mut self, limits: &Limits) {
+        self.since = Instant::now();
         self.phase = Phase::Idle {
-            deadline: after(Instant::now(), limits.keep_alive_timeout),
+            deadline: after(self.since, limits.keep_alive_timeout),
         };
         if self.buf.is_empty() {
             // Give back the memory of a large body.

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::api::Limits;
 use crate::conn::{Conn, Step, Work};
-use crate::quota::{PeerShare, Share};
+use crate::quota::{PeerShare, Quota, Share};
 use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
 
 /// Messages to the I/O thread; each is followed by a wake-up of its poll.
 pub(crate) enum ToIo {
     /// A freshly accepted (non-blocking) connection, with its slot of its peer's cap and of the
-    /// global cap.
-    New(TcpStream, SocketAddr, PeerShare, Share),
+    /// global cap; without the latter when the cap was full (room is made for it here).
+    New(TcpStream, SocketAddr, PeerShare, Option<Share>),
     /// A kept-alive or closing connection back from a worker.
     Back(Box<Conn>),
 }
@@ -45,6 +45,8 @@ pub(crate) struct IoLoop {
     pub shared: Arc<Shared>,
     pub limits: Limits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The connection cap, shared with the accept loop.
+    pub slots: Arc<Quota>,
 }
 
 impl IoLoop {
@@ -59,6 +61,9 @@ impl IoLoop {
             while let Ok(msg) = self.inbox.try_recv() {
                 match msg {
                     ToIo::New(stream, peer, peer_slot, slot) => {
+                        let Some(slot) = slot.or_else(|| self.make_room(peer, &mut conns)) else {
+                            continue;
+                        };
                         if let Some(conn) = self.admit(stream, peer, (slot, peer_slot), now) {
                             conns.push(conn);
                         }
@@ -155,6 +160,34 @@ impl IoLoop {
             &self.limits,
             now,
         )))
+    }
+
+    /// A slot for a new connection from `peer` while the cap is full: closes the connection
+    /// that has waited longest with no request in progress, or says no (`None`: every
+    /// connection is busy with a request, and the new one is closed).
+    fn make_room(&self, peer: SocketAddr, conns: &mut Conns) -> Option<Share> {
+        loop {
+            // The accept loop may take a freed slot first: then close another.
+            if let Some(slot) = self.slots.take(1) {
+                return Some(slot);
+            }
+            let Some((_, oldest)) = conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((c.evictable_since()?, i)))
+                .min()
+            else {
+                let max = self.slots.max();
+                log::debug!("{peer}: connection cap of {max} reached, none idle; closing");
+                return None;
+            };
+            let mut victim = conns.swap_remove(oldest);
+            log::debug!(
+                "{}: closed to make room for {peer} (connection cap reached)",
+                victim.peer()
+            );
+            victim.close_notify_nonblocking();
+        }
     }
 
     /// Carries out `step` for a connection not currently in `conns`.

@@ -125,6 +125,7 @@ impl Server {
         let (job_tx, job_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (io_tx, io_rx) = mpsc::channel();
+        let slots = Quota::new(options.limits.max_connections);
 
         let mut workers = Vec::new();
         for i in 0..options.workers.max(1) {
@@ -155,6 +156,7 @@ impl Server {
             shared: Arc::clone(&shared),
             limits: options.limits.clone(),
             tls: options.tls.clone(),
+            slots: Arc::clone(&slots),
         };
         let io_shared = Arc::clone(&shared);
         let io_thread = match thread::Builder::new()
@@ -172,7 +174,6 @@ impl Server {
             }
         };
 
-        let slots = Quota::new(options.limits.max_connections);
         let peer_slots = PeerQuota::new(options.limits.max_connections_per_ip);
         accept_loop(
             &listener,
@@ -236,11 +237,9 @@ fn accept_loop(
                         log::debug!("{peer}: too many connections from this address; closing");
                         continue;
                     };
-                    let Some(slot) = slots.take(1) else {
-                        let max = slots.max();
-                        log::debug!("{peer}: connection cap of {max} reached; closing");
-                        continue;
-                    };
+                    // When the cap is full, the I/O thread makes room by closing an idle
+                    // connection (or closes this one if none is idle).
+                    let slot = slots.take(1);
                     if let Err(e) = stream.set_nonblocking(true) {
                         log::debug!("{peer}: cannot make the socket non-blocking: {e}");
                         continue;

@@ -1,5 +1,6 @@
 //! A hostile federation: every resource an unauthenticated peer can reach is bounded. One
-//! address cannot take every connection; a full server makes room by closing idle connections.
+//! address cannot take every connection; a full server makes room by closing the connection
+//! idle longest.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 #![allow(unsafe_code)] // socket(2) and bind(2), to connect from another loopback address
 
@@ -58,6 +59,17 @@ fn served_from(from: Ipv4Addr, addr: SocketAddr) -> Client<TcpStream> {
     c
 }
 
+/// The server has closed `c` already (not at its keep-alive deadline, 5 s away).
+fn closed_at_once(c: &mut Client<TcpStream>) {
+    let start = Instant::now();
+    c.expect_closed();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
 #[test]
 fn one_address_cannot_take_every_connection() {
     let (server, _) = TestServer::start(options(Limits {
@@ -87,4 +99,42 @@ fn one_address_cannot_take_every_connection() {
         c.send(b"GET /back HTTP/1.1\r\n\r\n");
         c.try_response().is_ok_and(|r| r.status == 200)
     }));
+}
+
+#[test]
+fn a_full_server_closes_its_oldest_idle_connection_for_a_new_one() {
+    let (server, _) = TestServer::start(options(Limits {
+        max_connections: 6,
+        ..test_limits()
+    }));
+    // The oldest connection is in the middle of a request: it is never the one closed.
+    let mut busy = server.connect();
+    busy.send(b"GET /busy HTTP/1.1\r\nX-Half: ");
+    let mut idle: Vec<_> = (0..5)
+        .map(|i| {
+            let mut c = server.connect();
+            assert_eq!(
+                c.request(format!("GET /{i} HTTP/1.1\r\n\r\n").as_bytes())
+                    .status,
+                200
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            c
+        })
+        .collect();
+    // The cap is full. A new client is served, in place of the connection idle longest...
+    let mut new = server.connect();
+    assert_eq!(new.request(b"GET /new HTTP/1.1\r\n\r\n").status, 200);
+    closed_at_once(&mut idle[0]);
+    // ...and so is the next one, in place of the next.
+    let mut next = server.connect();
+    assert_eq!(next.request(b"GET /next HTTP/1.1\r\n\r\n").status, 200);
+    closed_at_once(&mut idle[1]);
+    // The others are still open, the half-sent request included.
+    busy.send(b"1\r\n\r\n");
+    assert_eq!(busy.response().status, 200);
+    for c in &mut idle[2..] {
+        assert_eq!(c.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
+    }
+    assert_eq!(new.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
 }
