@@ -178,9 +178,13 @@ pub struct Limits {
     /// Time allowed to write a response: a client that does not read holds a worker this long
     /// at most.
     pub write_timeout: Duration,
-    /// How long an idle keep-alive connection is kept open. A new connection must send its
-    /// first byte within the smaller of this and `request_timeout` (after the TLS handshake).
+    /// How long an idle keep-alive connection is kept open between requests.
     pub keep_alive_timeout: Duration,
+    /// Time a new connection has to send the first byte of its first request, counted from
+    /// accept, or for TLS from the end of the handshake; closed without a response otherwise.
+    /// Short, because a connection that has sent nothing yet costs us a slot and has shown no
+    /// sign of being a real client (a real one sends its request at once).
+    pub first_byte_timeout: Duration,
     /// Requests per connection at most, after which the connection is closed.
     pub max_requests_per_connection: usize,
     /// Time allowed for a TLS handshake, counted from accept.
@@ -199,6 +203,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(5),
             max_requests_per_connection: 1000,
             tls_handshake_timeout: Duration::from_secs(10),
         }

@@ -111,7 +111,7 @@ impl Conn {
                 deadline: after(now, limits.tls_handshake_timeout),
             },
             None => Phase::Idle {
-                deadline: after(now, first_request_wait(limits)),
+                deadline: after(now, limits.first_byte_timeout),
             },
         };
         Conn {
@@ -206,7 +206,7 @@ impl Conn {
             match self.handshake() {
                 Ok(true) => {
                     self.phase = Phase::Idle {
-                        deadline: after(now, first_request_wait(limits)),
+                        deadline: after(now, limits.first_byte_timeout),
                     };
                 }
                 Ok(false) => return Step::Wait,
@@ -446,11 +446,6 @@ impl Conn {
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-/// A new connection must start its first request sooner than a kept-alive one its next.
-fn first_request_wait(limits: &Limits) -> Duration {
-    limits.request_timeout.min(limits.keep_alive_timeout)
 }
 
 /// Reads and discards input of a closing connection.

@@ -138,3 +138,38 @@ fn a_full_server_closes_its_oldest_idle_connection_for_a_new_one() {
     }
     assert_eq!(new.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
 }
+
+/// After its TLS handshake, a client has `first_byte_timeout` to start its request, far less
+/// than the handshake, request and keep-alive deadlines (5 s here).
+#[test]
+fn a_silent_client_after_the_tls_handshake_is_closed_at_the_first_byte_deadline() {
+    let pki = pki();
+    let (server, handler) = TestServer::start(pki.server_options(Limits {
+        first_byte_timeout: Duration::from_millis(500),
+        ..test_limits()
+    }));
+    let mut c = pki.connect(server.addr);
+    let tls = &mut c.stream;
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let start = Instant::now();
+    // Session tickets may arrive; then the server hangs up, with no response.
+    let mut got = Vec::new();
+    let end = std::io::Read::read_to_end(tls, &mut got);
+    let elapsed = start.elapsed();
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    // EOF, or rustls' complaint that it came without close_notify; not our read timeout.
+    if let Err(e) = &end {
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+    }
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_millis(1500),
+        "closed {elapsed:?} after the handshake"
+    );
+    assert_eq!(handler.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // A client that speaks at once is served as usual.
+    let mut c = pki.connect(server.addr);
+    assert_eq!(c.request(b"GET / HTTP/1.1\r\n\r\n").status, 200);
+}

@@ -27,6 +27,7 @@ pub fn test_limits() -> Limits {
         request_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
         keep_alive_timeout: Duration::from_secs(5),
+        first_byte_timeout: Duration::from_secs(5),
         max_requests_per_connection: 100,
         tls_handshake_timeout: Duration::from_secs(5),
     }
