@@ -16,7 +16,7 @@ use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
 use crate::quota::{PeerShare, Share};
 use crate::sys;
-use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
+use crate::tls::{flush_tls, flush_tls_until, handshake, read_plaintext};
 
 /// How long a closing connection is drained before the socket is closed. Closing a socket with
 /// unread input makes the kernel send RST, which can destroy the response we just wrote (a 413
@@ -202,8 +202,8 @@ impl Conn {
             log::debug!("{}: TLS write failed: {e}", self.peer);
             return Step::Close;
         }
-        if let Phase::Handshake { .. } = self.phase {
-            match self.handshake() {
+        if let (Phase::Handshake { .. }, Some(tls)) = (&self.phase, &mut self.tls) {
+            match handshake(tls, &mut self.stream) {
                 Ok(true) => {
                     self.phase = Phase::Idle {
                         deadline: after(now, limits.first_byte_timeout),
@@ -343,26 +343,6 @@ impl Conn {
                 peer: self.peer,
                 tls: self.tls.is_some(),
             },
-        }
-    }
-
-    /// Drives the TLS handshake as far as it goes without blocking; `true` once complete.
-    fn handshake(&mut self) -> io::Result<bool> {
-        let Some(tls) = &mut self.tls else {
-            return Ok(true);
-        };
-        loop {
-            flush_tls(tls, &mut self.stream)?;
-            if !tls.is_handshaking() {
-                return Ok(true);
-            }
-            match tls.read_tls(&mut self.stream) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => process_packets(tls, &mut self.stream)?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
         }
     }
 

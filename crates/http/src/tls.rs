@@ -1,6 +1,6 @@
 //! TLS for the edge: loading the certificate and key into a server configuration, and the
-//! non-blocking record I/O a connection does through rustls (reading plaintext, flushing
-//! records with or without a deadline).
+//! non-blocking record I/O a connection does through rustls (the handshake, reading plaintext,
+//! flushing records with or without a deadline).
 //!
 //! The record I/O is kept here, apart from the connection state machine in `conn.rs`, so that
 //! file reads as phases and transitions; these helpers know only rustls, the socket and a
@@ -87,6 +87,23 @@ pub(crate) fn read_plaintext(
         match tls.read_tls(stream) {
             Ok(0) => return Ok(0),
             Ok(_) => process_packets(tls, stream)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drives a TLS handshake as far as it goes without blocking; `true` once complete.
+pub(crate) fn handshake(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    loop {
+        flush_tls(tls, stream)?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => process_packets(tls, stream)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
