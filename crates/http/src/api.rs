@@ -99,6 +99,10 @@ pub enum EdgeError {
     HeadersTooLarge,
     /// 500: the handler panicked while answering this request.
     HandlerPanicked,
+    /// 503: the declared body does not fit in what is left of `max_buffered_body_bytes`
+    /// (other requests' bodies hold the rest); the body is not read. The edge adds
+    /// `Retry-After: 1` unless the response from [`Handler::edge_error`] sets one.
+    Overloaded,
     /// 505: an HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
 }
@@ -114,6 +118,7 @@ impl EdgeError {
             EdgeError::UriTooLong => 414,
             EdgeError::HeadersTooLarge => 431,
             EdgeError::HandlerPanicked => 500,
+            EdgeError::Overloaded => 503,
             EdgeError::VersionNotSupported => 505,
         }
     }
@@ -133,6 +138,10 @@ impl std::fmt::Display for EdgeError {
             EdgeError::UriTooLong => f.write_str("request target is too long"),
             EdgeError::HeadersTooLarge => f.write_str("request head is too large"),
             EdgeError::HandlerPanicked => f.write_str("internal error while handling the request"),
+            EdgeError::Overloaded => f.write_str(
+                "the server is receiving as many request bodies as it has memory for; \
+                 try again shortly",
+            ),
             EdgeError::VersionNotSupported => {
                 f.write_str("only HTTP/1.0 and HTTP/1.1 are supported")
             }
@@ -172,6 +181,12 @@ pub struct Limits {
     pub max_target_bytes: usize,
     /// Body size at most, in bytes → 413 without reading the body.
     pub max_body_bytes: usize,
+    /// Request bodies being received or handled, in bytes, at most over all connections: a
+    /// request's declared `Content-Length` is counted from its head until its response is
+    /// written. A request that would go over it gets 503 ([`EdgeError::Overloaded`]) without
+    /// its body being read, so memory for bodies stays bounded however many connections
+    /// declare large ones. A body larger than this whole budget gets 413.
+    pub max_buffered_body_bytes: usize,
     /// Time allowed from the first byte of a request to its last body byte → 408. Fixed when
     /// the first byte arrives, so trickling bytes does not extend it.
     pub request_timeout: Duration,
@@ -200,6 +215,7 @@ impl Default for Limits {
             max_headers: 64,
             max_target_bytes: 8 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_buffered_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),

@@ -8,13 +8,14 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
 use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
-use crate::quota::{PeerShare, Share};
+use crate::quota::{PeerShare, Quota, Share};
 use crate::sys;
 use crate::tls::{flush_tls, flush_tls_until, handshake, read_plaintext};
 
@@ -88,6 +89,9 @@ pub(crate) struct Conn {
     /// This connection's slot of the connection cap, and of its peer's.
     _slot: Share,
     _peer_slot: PeerShare,
+    /// The current request's declared body, counted in `max_buffered_body_bytes` from its
+    /// head until its response is written.
+    body_share: Option<Share>,
 }
 
 enum Advance {
@@ -126,6 +130,7 @@ impl Conn {
             since: now,
             _slot: slot,
             _peer_slot: peer_slot,
+            body_share: None,
         }
     }
 
@@ -192,7 +197,13 @@ impl Conn {
     }
 
     /// Makes all the progress possible without blocking: handshake, reads, parsing.
-    pub(crate) fn pump(&mut self, now: Instant, limits: &Limits, scratch: &mut [u8]) -> Step {
+    pub(crate) fn pump(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        bodies: &Arc<Quota>,
+        scratch: &mut [u8],
+    ) -> Step {
         if let Phase::Linger { budget, .. } = &mut self.phase {
             return linger(&mut self.stream, budget, scratch);
         }
@@ -217,7 +228,7 @@ impl Conn {
             }
         }
         loop {
-            let want = match self.advance(now, limits) {
+            let want = match self.advance(now, limits, bodies) {
                 Advance::Ready(work) => {
                     self.phase = Phase::Busy;
                     return Step::Dispatch(work);
@@ -237,7 +248,11 @@ impl Conn {
                     return Step::Close;
                 }
                 Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n.min(chunk.len())]);
+                    let got = &chunk[..n.min(chunk.len())];
+                    if let Phase::Body { total, .. } = self.phase {
+                        reserve_up_to(&mut self.buf, got.len(), total);
+                    }
+                    self.buf.extend_from_slice(got);
                     if let Phase::Idle { .. } = self.phase {
                         self.phase = Phase::Head {
                             deadline: after(now, limits.request_timeout),
@@ -255,7 +270,7 @@ impl Conn {
     }
 
     /// Completes the request in `buf` if it can, or says how much more to read.
-    fn advance(&mut self, now: Instant, limits: &Limits) -> Advance {
+    fn advance(&mut self, now: Instant, limits: &Limits, bodies: &Arc<Quota>) -> Advance {
         let head_room = limits.max_head_bytes.saturating_add(1);
         match &self.phase {
             Phase::Body { total, .. } => {
@@ -300,7 +315,14 @@ impl Conn {
                         Advance::Ready(Work::Refuse(e))
                     }
                     Parsed::Complete(head) => {
-                        let total = head.len.saturating_add(head.content_length.unwrap_or(0));
+                        let declared = head.content_length.unwrap_or(0);
+                        if declared > 0 {
+                            match bodies.take(declared) {
+                                Some(share) => self.body_share = Some(share),
+                                None => return Advance::Ready(self.over_budget(declared, bodies)),
+                            }
+                        }
+                        let total = head.len.saturating_add(declared);
                         if self.buf.len() >= total {
                             Advance::Ready(self.take_request(head))
                         } else {
@@ -323,12 +345,32 @@ impl Conn {
         }
     }
 
+    /// The refusal of a body that does not fit in the body budget.
+    fn over_budget(&self, declared: usize, bodies: &Quota) -> Work {
+        let budget = bodies.max();
+        log::debug!(
+            "{}: body of {declared} bytes over the {budget}-byte budget",
+            self.peer
+        );
+        Work::Refuse(if declared > budget {
+            EdgeError::PayloadTooLarge { limit: budget }
+        } else {
+            EdgeError::Overloaded
+        })
+    }
+
     /// Moves one complete request out of `buf`, keeping any pipelined bytes after it.
     fn take_request(&mut self, head: Head) -> Work {
         let total = head.len.saturating_add(head.content_length.unwrap_or(0));
         let rest = self.buf.split_off(total.min(self.buf.len()));
         let mut bytes = std::mem::replace(&mut self.buf, rest);
-        let body = bytes.split_off(head.len.min(bytes.len()));
+        // The body stays where it was read (no copy, no second buffer of its size).
+        let body = if bytes.len() > head.len {
+            bytes.drain(..head.len);
+            bytes
+        } else {
+            Vec::new()
+        };
         self.scanned = 0;
         self.line_seen = false;
         Work::Request {
@@ -381,6 +423,7 @@ impl Conn {
             let _ = flush_tls_until(tls, &mut self.stream, deadline);
         }
         let _ = self.stream.shutdown(Shutdown::Write);
+        self.body_share = None;
         self.since = Instant::now();
         self.phase = Phase::Linger {
             deadline: after(self.since, LINGER_TIME),
@@ -390,6 +433,7 @@ impl Conn {
 
     /// Readies a kept-alive connection for its next request.
     pub(crate) fn start_idle(&mut self, limits: &Limits) {
+        self.body_share = None;
         self.since = Instant::now();
         self.phase = Phase::Idle {
             deadline: after(self.since, limits.keep_alive_timeout),
@@ -426,6 +470,18 @@ impl Conn {
 pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+/// Makes room in `buf` for `more` bytes, growing it geometrically (so appending stays cheap)
+/// but never past `cap`, the request's declared size: a body's buffer grows with the bytes that
+/// arrive and is never allocated to the declared size before they do.
+fn reserve_up_to(buf: &mut Vec<u8>, more: usize, cap: usize) {
+    let need = buf.len().saturating_add(more);
+    if need <= buf.capacity() {
+        return;
+    }
+    let target = buf.capacity().saturating_mul(2).min(cap).max(need);
+    buf.reserve_exact(target - buf.len());
 }
 
 /// Reads and discards input of a closing connection.
@@ -487,6 +543,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let open = Quota::new(10);
         let peers = PeerQuota::new(10);
+        let bodies = Quota::new(limits.max_buffered_body_bytes);
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut scratch = vec![0u8; 64];
         for _ in 0..300 {
@@ -510,7 +567,7 @@ mod tests {
                 client.write_all(&bytes[sent..end]).unwrap();
                 sent = end;
                 loop {
-                    match conn.pump(Instant::now(), &limits, &mut scratch) {
+                    match conn.pump(Instant::now(), &limits, &bodies, &mut scratch) {
                         Step::Wait => break,
                         Step::Close | Step::Dispatch(Work::Refuse(_)) => break 'stream,
                         Step::Dispatch(Work::Request { request, .. }) => {
@@ -524,9 +581,12 @@ mod tests {
                                 .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
                             assert_eq!(declared.unwrap_or(0), request.body.len());
                             conn.start_idle(&limits);
+                            assert_eq!(bodies.used(), 0);
                         }
                     }
                     assert!(conn.buf.len() <= limits.max_head_bytes + 1 + limits.max_body_bytes);
+                    // Grown with what arrived: never to a declared size ahead of the bytes.
+                    assert!(conn.buf.capacity() <= 2 * (limits.max_head_bytes + 1) + 256);
                 }
             }
         }

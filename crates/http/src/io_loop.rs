@@ -47,6 +47,8 @@ pub(crate) struct IoLoop {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The connection cap, shared with the accept loop.
     pub slots: Arc<Quota>,
+    /// The budget for request bodies (`max_buffered_body_bytes`).
+    pub bodies: Arc<Quota>,
 }
 
 impl IoLoop {
@@ -70,7 +72,7 @@ impl IoLoop {
                     }
                     ToIo::Back(mut conn) => {
                         // Pipelined bytes may already be buffered: no poll would report them.
-                        let step = conn.pump(now, &self.limits, &mut scratch);
+                        let step = conn.pump(now, &self.limits, &self.bodies, &mut scratch);
                         self.apply(step, conn, &mut conns);
                     }
                 }
@@ -111,7 +113,7 @@ impl IoLoop {
                 if revents == 0 {
                     continue;
                 }
-                let mut step = conns[i].pump(now, &self.limits, &mut scratch);
+                let mut step = conns[i].pump(now, &self.limits, &self.bodies, &mut scratch);
                 if matches!(step, Step::Wait)
                     && revents & (sys::POLLERR | sys::POLLHUP | sys::POLLNVAL) != 0
                 {

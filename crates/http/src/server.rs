@@ -157,6 +157,7 @@ impl Server {
             limits: options.limits.clone(),
             tls: options.tls.clone(),
             slots: Arc::clone(&slots),
+            bodies: Quota::new(options.limits.max_buffered_body_bytes),
         };
         let io_shared = Arc::clone(&shared);
         let io_thread = match thread::Builder::new()

@@ -24,6 +24,7 @@ pub fn test_limits() -> Limits {
         max_headers: 16,
         max_target_bytes: 1024,
         max_body_bytes: 64 * 1024,
+        max_buffered_body_bytes: 4 * 1024 * 1024,
         request_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
         keep_alive_timeout: Duration::from_secs(5),
