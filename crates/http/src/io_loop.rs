@@ -10,7 +10,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::api::Limits;
-use crate::conn::{Conn, Step, Work};
+use crate::conn::{Conn, Phase, Step, Work};
 use crate::quota::{PeerShare, Quota, Share};
 use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
@@ -33,6 +33,12 @@ pub(crate) struct Job {
 /// Read chunk size; reads never ask for more than the current request still needs.
 const SCRATCH: usize = 16 * 1024;
 
+/// Connections in their TLS handshake that are served per poll round at most. A handshake
+/// step can cost a key exchange and a signature (about a millisecond on a small device, several
+/// with an RSA key): a burst of new TLS clients is served a few at a time, and the connections
+/// already established are served between each few.
+const HANDSHAKES_PER_ROUND: usize = 8;
+
 /// Connections travel between threads boxed; keeping the box here too means a hand-off never
 /// reallocates.
 #[allow(clippy::vec_box)]
@@ -49,6 +55,35 @@ pub(crate) struct IoLoop {
     pub slots: Arc<Quota>,
     /// The budget for request bodies (`max_buffered_body_bytes`).
     pub bodies: Arc<Quota>,
+}
+
+/// Leaves at most [`HANDSHAKES_PER_ROUND`] ready handshakes in `fds` (one per connection of
+/// `conns`), those accepted first; the others are left unread, so the next poll reports them
+/// again at once.
+fn ration_handshakes(conns: &[Box<Conn>], fds: &mut [sys::pollfd]) {
+    let ready: Vec<(Instant, usize)> = conns
+        .iter()
+        .zip(fds.iter())
+        .enumerate()
+        .filter_map(|(i, (conn, fd))| match conn.phase {
+            Phase::Handshake { deadline } if fd.revents != 0 => Some((deadline, i)),
+            _ => None,
+        })
+        .collect();
+    for i in deferred(ready, HANDSHAKES_PER_ROUND) {
+        if let Some(fd) = fds.get_mut(i) {
+            fd.revents = 0;
+        }
+    }
+}
+
+/// Of the `ready` (deadline, index) pairs, the indexes of all but the `keep` earliest.
+fn deferred(mut ready: Vec<(Instant, usize)>, keep: usize) -> Vec<usize> {
+    if ready.len() <= keep {
+        return Vec::new();
+    }
+    ready.select_nth_unstable(keep);
+    ready.drain(keep..).map(|(_, i)| i).collect()
 }
 
 impl IoLoop {
@@ -107,6 +142,9 @@ impl IoLoop {
                 self.wake.drain();
             }
             let now = Instant::now();
+            if let Some(conn_fds) = fds.get_mut(1..) {
+                ration_handshakes(&conns, conn_fds);
+            }
             // Backwards, so that swap_remove(i) only moves an already handled connection.
             for i in (0..conns.len()).rev() {
                 let revents = fds.get(i + 1).map_or(0, |f| f.revents);
@@ -203,5 +241,22 @@ impl IoLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_served_oldest_first_a_few_per_round() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(deferred(vec![(at(3), 0), (at(1), 1)], 2).is_empty());
+        let ready = vec![(at(5), 0), (at(1), 1), (at(4), 2), (at(2), 3), (at(3), 4)];
+        let mut later = deferred(ready, 2);
+        later.sort_unstable();
+        assert_eq!(later, vec![0, 2, 4]);
+        assert_eq!(deferred(vec![(at(1), 7)], 0), vec![7]);
     }
 }

@@ -92,9 +92,17 @@ pub(crate) fn read_plaintext(
     }
 }
 
-/// Drives a TLS handshake as far as it goes without blocking; `true` once complete.
+/// Socket reads per handshake step at most. A real client's handshake messages take one or
+/// two; one that keeps sending records (rustls accepts up to 64 KiB of ClientHello, in records
+/// as small as it likes) waits for its next turn in the poll loop instead of holding the I/O
+/// thread.
+const HANDSHAKE_READS_PER_STEP: usize = 4;
+
+/// Drives a TLS handshake as far as it goes without blocking, and without reading more than
+/// [`HANDSHAKE_READS_PER_STEP`] times; `true` once complete. Never blocks: writes that do not
+/// fit wait for POLLOUT (see [`flush_tls`]).
 pub(crate) fn handshake(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<bool> {
-    loop {
+    for _ in 0..HANDSHAKE_READS_PER_STEP {
         flush_tls(tls, stream)?;
         if !tls.is_handshaking() {
             return Ok(true);
@@ -107,6 +115,9 @@ pub(crate) fn handshake(tls: &mut ServerConnection, stream: &mut TcpStream) -> i
             Err(e) => return Err(e),
         }
     }
+    // Out of reads for this turn; the rest of the input is still readable for the next one.
+    flush_tls(tls, stream)?;
+    Ok(!tls.is_handshaking())
 }
 
 /// Decrypts what was read; on a protocol error, tries to send the alert rustls queued.
