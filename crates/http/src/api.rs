@@ -99,6 +99,10 @@ pub enum EdgeError {
     HeadersTooLarge,
     /// 500: the handler panicked while answering this request.
     HandlerPanicked,
+    /// 503: the declared body does not fit in what is left of `max_buffered_body_bytes`
+    /// (other requests' bodies hold the rest); the body is not read. The edge adds
+    /// `Retry-After: 1` unless the response from [`Handler::edge_error`] sets one.
+    Overloaded,
     /// 505: an HTTP version other than 1.0 and 1.1.
     VersionNotSupported,
 }
@@ -114,6 +118,7 @@ impl EdgeError {
             EdgeError::UriTooLong => 414,
             EdgeError::HeadersTooLarge => 431,
             EdgeError::HandlerPanicked => 500,
+            EdgeError::Overloaded => 503,
             EdgeError::VersionNotSupported => 505,
         }
     }
@@ -133,6 +138,10 @@ impl std::fmt::Display for EdgeError {
             EdgeError::UriTooLong => f.write_str("request target is too long"),
             EdgeError::HeadersTooLarge => f.write_str("request head is too large"),
             EdgeError::HandlerPanicked => f.write_str("internal error while handling the request"),
+            EdgeError::Overloaded => f.write_str(
+                "the server is receiving as many request bodies as it has memory for; \
+                 try again shortly",
+            ),
             EdgeError::VersionNotSupported => {
                 f.write_str("only HTTP/1.0 and HTTP/1.1 are supported")
             }
@@ -153,9 +162,17 @@ pub trait Handler: Send + Sync + 'static {
 /// Every limit the edge enforces. Defaults suit a federation endpoint on a small device.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Open connections at most (queued, reading, or being answered); above it new connections
-    /// are closed at once.
+    /// Open connections at most (queued, reading, or being answered). When they are all open, a
+    /// new connection takes the place of the one that has waited longest without a request in
+    /// progress (idle between requests, waiting for its first byte, in its TLS handshake, or
+    /// closing), which is closed; if every connection is in the middle of a request, the new
+    /// one is closed at once.
     pub max_connections: usize,
+    /// Open connections per peer at most: per IPv4 address, per IPv6 /64 (an IPv4-mapped
+    /// IPv6 address counts as the IPv4 one). A connection over it is closed at once, so one
+    /// host cannot take every slot of `max_connections`. Behind a reverse proxy every
+    /// connection comes from the proxy's address: set it to `max_connections` there.
+    pub max_connections_per_ip: usize,
     /// Request head (request line + headers) size at most, in bytes → 431.
     pub max_head_bytes: usize,
     /// Number of headers at most → 431.
@@ -164,15 +181,25 @@ pub struct Limits {
     pub max_target_bytes: usize,
     /// Body size at most, in bytes → 413 without reading the body.
     pub max_body_bytes: usize,
+    /// Request bodies being received or handled, in bytes, at most over all connections: a
+    /// request's declared `Content-Length` is counted from its head until its response is
+    /// written. A request that would go over it gets 503 ([`EdgeError::Overloaded`]) without
+    /// its body being read, so memory for bodies stays bounded however many connections
+    /// declare large ones. A body larger than this whole budget gets 413.
+    pub max_buffered_body_bytes: usize,
     /// Time allowed from the first byte of a request to its last body byte → 408. Fixed when
     /// the first byte arrives, so trickling bytes does not extend it.
     pub request_timeout: Duration,
     /// Time allowed to write a response: a client that does not read holds a worker this long
     /// at most.
     pub write_timeout: Duration,
-    /// How long an idle keep-alive connection is kept open. A new connection must send its
-    /// first byte within the smaller of this and `request_timeout` (after the TLS handshake).
+    /// How long an idle keep-alive connection is kept open between requests.
     pub keep_alive_timeout: Duration,
+    /// Time a new connection has to send the first byte of its first request, counted from
+    /// accept, or for TLS from the end of the handshake; closed without a response otherwise.
+    /// Short, because a connection that has sent nothing yet costs us a slot and has shown no
+    /// sign of being a real client (a real one sends its request at once).
+    pub first_byte_timeout: Duration,
     /// Requests per connection at most, after which the connection is closed.
     pub max_requests_per_connection: usize,
     /// Time allowed for a TLS handshake, counted from accept.
@@ -183,13 +210,16 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 1024,
+            max_connections_per_ip: 64,
             max_head_bytes: 16 * 1024,
             max_headers: 64,
             max_target_bytes: 8 * 1024,
             max_body_bytes: 1024 * 1024,
+            max_buffered_body_bytes: 32 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(30),
+            first_byte_timeout: Duration::from_secs(5),
             max_requests_per_connection: 1000,
             tls_handshake_timeout: Duration::from_secs(10),
         }

@@ -9,15 +9,15 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rustls::ServerConnection;
 
 use crate::api::{EdgeError, Limits, Request};
 use crate::head::{Head, Parsed, parse_head};
+use crate::quota::{PeerShare, Quota, Share};
 use crate::sys;
-use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
+use crate::tls::{flush_tls, flush_tls_until, handshake, read_plaintext};
 
 /// How long a closing connection is drained before the socket is closed. Closing a socket with
 /// unread input makes the kernel send RST, which can destroy the response we just wrote (a 413
@@ -25,27 +25,6 @@ use crate::tls::{flush_tls, flush_tls_until, process_packets, read_plaintext};
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How many bytes a closing connection may still send us, read and thrown away.
 const LINGER_BYTES: usize = 256 * 1024;
-
-/// One slot of the connection cap, given back when the connection is dropped.
-#[derive(Debug)]
-pub(crate) struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// Takes a slot, or `None` when `max` connections are already open.
-    pub(crate) fn take(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
-        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| Slot(Arc::clone(open)))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 /// Where a connection is in its life; every waiting phase carries its own deadline.
 #[derive(Debug)]
@@ -104,7 +83,15 @@ pub(crate) struct Conn {
     pub(crate) phase: Phase,
     /// Requests answered on this connection.
     pub(crate) served: usize,
-    _slot: Slot,
+    /// When the connection last started to wait with no request in progress (accepted, idle
+    /// after a response, or closing): the oldest such is closed first when the cap is full.
+    since: Instant,
+    /// This connection's slot of the connection cap, and of its peer's.
+    _slot: Share,
+    _peer_slot: PeerShare,
+    /// The current request's declared body, counted in `max_buffered_body_bytes` from its
+    /// head until its response is written.
+    body_share: Option<Share>,
 }
 
 enum Advance {
@@ -118,7 +105,7 @@ impl Conn {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        slot: Slot,
+        (slot, peer_slot): (Share, PeerShare),
         tls: Option<ServerConnection>,
         limits: &Limits,
         now: Instant,
@@ -128,7 +115,7 @@ impl Conn {
                 deadline: after(now, limits.tls_handshake_timeout),
             },
             None => Phase::Idle {
-                deadline: after(now, first_request_wait(limits)),
+                deadline: after(now, limits.first_byte_timeout),
             },
         };
         Conn {
@@ -140,7 +127,10 @@ impl Conn {
             line_seen: false,
             phase,
             served: 0,
+            since: now,
             _slot: slot,
+            _peer_slot: peer_slot,
+            body_share: None,
         }
     }
 
@@ -150,6 +140,16 @@ impl Conn {
 
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Since when this connection has waited with no request in progress, if it is: such a
+    /// connection may be closed to make room for a new one.
+    pub(crate) fn evictable_since(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake { .. } | Phase::Linger { .. } => Some(self.since),
+            Phase::Idle { .. } if self.buf.is_empty() => Some(self.since),
+            Phase::Idle { .. } | Phase::Head { .. } | Phase::Body { .. } | Phase::Busy => None,
+        }
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
@@ -197,7 +197,13 @@ impl Conn {
     }
 
     /// Makes all the progress possible without blocking: handshake, reads, parsing.
-    pub(crate) fn pump(&mut self, now: Instant, limits: &Limits, scratch: &mut [u8]) -> Step {
+    pub(crate) fn pump(
+        &mut self,
+        now: Instant,
+        limits: &Limits,
+        bodies: &Arc<Quota>,
+        scratch: &mut [u8],
+    ) -> Step {
         if let Phase::Linger { budget, .. } = &mut self.phase {
             return linger(&mut self.stream, budget, scratch);
         }
@@ -207,11 +213,11 @@ impl Conn {
             log::debug!("{}: TLS write failed: {e}", self.peer);
             return Step::Close;
         }
-        if let Phase::Handshake { .. } = self.phase {
-            match self.handshake() {
+        if let (Phase::Handshake { .. }, Some(tls)) = (&self.phase, &mut self.tls) {
+            match handshake(tls, &mut self.stream) {
                 Ok(true) => {
                     self.phase = Phase::Idle {
-                        deadline: after(now, first_request_wait(limits)),
+                        deadline: after(now, limits.first_byte_timeout),
                     };
                 }
                 Ok(false) => return Step::Wait,
@@ -222,7 +228,7 @@ impl Conn {
             }
         }
         loop {
-            let want = match self.advance(now, limits) {
+            let want = match self.advance(now, limits, bodies) {
                 Advance::Ready(work) => {
                     self.phase = Phase::Busy;
                     return Step::Dispatch(work);
@@ -242,7 +248,11 @@ impl Conn {
                     return Step::Close;
                 }
                 Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n.min(chunk.len())]);
+                    let got = &chunk[..n.min(chunk.len())];
+                    if let Phase::Body { total, .. } = self.phase {
+                        reserve_up_to(&mut self.buf, got.len(), total);
+                    }
+                    self.buf.extend_from_slice(got);
                     if let Phase::Idle { .. } = self.phase {
                         self.phase = Phase::Head {
                             deadline: after(now, limits.request_timeout),
@@ -260,7 +270,7 @@ impl Conn {
     }
 
     /// Completes the request in `buf` if it can, or says how much more to read.
-    fn advance(&mut self, now: Instant, limits: &Limits) -> Advance {
+    fn advance(&mut self, now: Instant, limits: &Limits, bodies: &Arc<Quota>) -> Advance {
         let head_room = limits.max_head_bytes.saturating_add(1);
         match &self.phase {
             Phase::Body { total, .. } => {
@@ -305,7 +315,14 @@ impl Conn {
                         Advance::Ready(Work::Refuse(e))
                     }
                     Parsed::Complete(head) => {
-                        let total = head.len.saturating_add(head.content_length.unwrap_or(0));
+                        let declared = head.content_length.unwrap_or(0);
+                        if declared > 0 {
+                            match bodies.take(declared) {
+                                Some(share) => self.body_share = Some(share),
+                                None => return Advance::Ready(self.over_budget(declared, bodies)),
+                            }
+                        }
+                        let total = head.len.saturating_add(declared);
                         if self.buf.len() >= total {
                             Advance::Ready(self.take_request(head))
                         } else {
@@ -328,12 +345,32 @@ impl Conn {
         }
     }
 
+    /// The refusal of a body that does not fit in the body budget.
+    fn over_budget(&self, declared: usize, bodies: &Quota) -> Work {
+        let budget = bodies.max();
+        log::debug!(
+            "{}: body of {declared} bytes over the {budget}-byte budget",
+            self.peer
+        );
+        Work::Refuse(if declared > budget {
+            EdgeError::PayloadTooLarge { limit: budget }
+        } else {
+            EdgeError::Overloaded
+        })
+    }
+
     /// Moves one complete request out of `buf`, keeping any pipelined bytes after it.
     fn take_request(&mut self, head: Head) -> Work {
         let total = head.len.saturating_add(head.content_length.unwrap_or(0));
         let rest = self.buf.split_off(total.min(self.buf.len()));
         let mut bytes = std::mem::replace(&mut self.buf, rest);
-        let body = bytes.split_off(head.len.min(bytes.len()));
+        // The body stays where it was read (no copy, no second buffer of its size).
+        let body = if bytes.len() > head.len {
+            bytes.drain(..head.len);
+            bytes
+        } else {
+            Vec::new()
+        };
         self.scanned = 0;
         self.line_seen = false;
         Work::Request {
@@ -348,26 +385,6 @@ impl Conn {
                 peer: self.peer,
                 tls: self.tls.is_some(),
             },
-        }
-    }
-
-    /// Drives the TLS handshake as far as it goes without blocking; `true` once complete.
-    fn handshake(&mut self) -> io::Result<bool> {
-        let Some(tls) = &mut self.tls else {
-            return Ok(true);
-        };
-        loop {
-            flush_tls(tls, &mut self.stream)?;
-            if !tls.is_handshaking() {
-                return Ok(true);
-            }
-            match tls.read_tls(&mut self.stream) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => process_packets(tls, &mut self.stream)?,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
         }
     }
 
@@ -406,16 +423,20 @@ impl Conn {
             let _ = flush_tls_until(tls, &mut self.stream, deadline);
         }
         let _ = self.stream.shutdown(Shutdown::Write);
+        self.body_share = None;
+        self.since = Instant::now();
         self.phase = Phase::Linger {
-            deadline: after(Instant::now(), LINGER_TIME),
+            deadline: after(self.since, LINGER_TIME),
             budget: LINGER_BYTES,
         };
     }
 
     /// Readies a kept-alive connection for its next request.
     pub(crate) fn start_idle(&mut self, limits: &Limits) {
+        self.body_share = None;
+        self.since = Instant::now();
         self.phase = Phase::Idle {
-            deadline: after(Instant::now(), limits.keep_alive_timeout),
+            deadline: after(self.since, limits.keep_alive_timeout),
         };
         if self.buf.is_empty() {
             // Give back the memory of a large body.
@@ -451,9 +472,16 @@ pub(crate) fn after(now: Instant, d: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
-/// A new connection must start its first request sooner than a kept-alive one its next.
-fn first_request_wait(limits: &Limits) -> Duration {
-    limits.request_timeout.min(limits.keep_alive_timeout)
+/// Makes room in `buf` for `more` bytes, growing it geometrically (so appending stays cheap)
+/// but never past `cap`, the request's declared size: a body's buffer grows with the bytes that
+/// arrive and is never allocated to the declared size before they do.
+fn reserve_up_to(buf: &mut Vec<u8>, more: usize, cap: usize) {
+    let need = buf.len().saturating_add(more);
+    if need <= buf.capacity() {
+        return;
+    }
+    let target = buf.capacity().saturating_mul(2).min(cap).max(need);
+    buf.reserve_exact(target - buf.len());
 }
 
 /// Reads and discards input of a closing connection.
@@ -473,6 +501,7 @@ fn linger(stream: &mut TcpStream, budget: &mut usize, scratch: &mut [u8]) -> Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::{PeerQuota, Quota};
     use std::net::TcpListener;
 
     struct Rng(u64);
@@ -512,15 +541,17 @@ mod tests {
             b"\n",
         ];
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let open = Arc::new(AtomicUsize::new(0));
+        let open = Quota::new(10);
+        let peers = PeerQuota::new(10);
+        let bodies = Quota::new(limits.max_buffered_body_bytes);
         let mut rng = Rng(0x2545_f491_4f6c_dd1d);
         let mut scratch = vec![0u8; 64];
         for _ in 0..300 {
             let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (stream, peer) = listener.accept().unwrap();
             stream.set_nonblocking(true).unwrap();
-            let slot = Slot::take(&open, 10).unwrap();
-            let mut conn = Conn::new(stream, peer, slot, None, &limits, Instant::now());
+            let slots = (open.take(1).unwrap(), peers.take(peer.ip()).unwrap());
+            let mut conn = Conn::new(stream, peer, slots, None, &limits, Instant::now());
             let mut bytes = Vec::new();
             for _ in 0..rng.below(6) + 1 {
                 let mut piece = pieces[rng.below(pieces.len())].to_vec();
@@ -536,7 +567,7 @@ mod tests {
                 client.write_all(&bytes[sent..end]).unwrap();
                 sent = end;
                 loop {
-                    match conn.pump(Instant::now(), &limits, &mut scratch) {
+                    match conn.pump(Instant::now(), &limits, &bodies, &mut scratch) {
                         Step::Wait => break,
                         Step::Close | Step::Dispatch(Work::Refuse(_)) => break 'stream,
                         Step::Dispatch(Work::Request { request, .. }) => {
@@ -550,12 +581,16 @@ mod tests {
                                 .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok());
                             assert_eq!(declared.unwrap_or(0), request.body.len());
                             conn.start_idle(&limits);
+                            assert_eq!(bodies.used(), 0);
                         }
                     }
                     assert!(conn.buf.len() <= limits.max_head_bytes + 1 + limits.max_body_bytes);
+                    // Grown with what arrived: never to a declared size ahead of the bytes.
+                    assert!(conn.buf.capacity() <= 2 * (limits.max_head_bytes + 1) + 256);
                 }
             }
         }
-        assert_eq!(open.load(Ordering::SeqCst), 0);
+        assert_eq!(open.used(), 0);
+        assert_eq!(peers.open(listener.local_addr().unwrap().ip()), 0);
     }
 }

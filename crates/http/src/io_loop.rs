@@ -10,14 +10,16 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use crate::api::Limits;
-use crate::conn::{Conn, Slot, Step, Work};
+use crate::conn::{Conn, Phase, Step, Work};
+use crate::quota::{PeerShare, Quota, Share};
 use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
 
 /// Messages to the I/O thread; each is followed by a wake-up of its poll.
 pub(crate) enum ToIo {
-    /// A freshly accepted (non-blocking) connection.
-    New(TcpStream, SocketAddr, Slot),
+    /// A freshly accepted (non-blocking) connection, with its slot of its peer's cap and of the
+    /// global cap; without the latter when the cap was full (room is made for it here).
+    New(TcpStream, SocketAddr, PeerShare, Option<Share>),
     /// A kept-alive or closing connection back from a worker.
     Back(Box<Conn>),
 }
@@ -31,6 +33,12 @@ pub(crate) struct Job {
 /// Read chunk size; reads never ask for more than the current request still needs.
 const SCRATCH: usize = 16 * 1024;
 
+/// Connections in their TLS handshake that are served per poll round at most. A handshake
+/// step can cost a key exchange and a signature (about a millisecond on a small device, several
+/// with an RSA key): a burst of new TLS clients is served a few at a time, and the connections
+/// already established are served between each few.
+const HANDSHAKES_PER_ROUND: usize = 8;
+
 /// Connections travel between threads boxed; keeping the box here too means a hand-off never
 /// reallocates.
 #[allow(clippy::vec_box)]
@@ -43,6 +51,39 @@ pub(crate) struct IoLoop {
     pub shared: Arc<Shared>,
     pub limits: Limits,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The connection cap, shared with the accept loop.
+    pub slots: Arc<Quota>,
+    /// The budget for request bodies (`max_buffered_body_bytes`).
+    pub bodies: Arc<Quota>,
+}
+
+/// Leaves at most [`HANDSHAKES_PER_ROUND`] ready handshakes in `fds` (one per connection of
+/// `conns`), those accepted first; the others are left unread, so the next poll reports them
+/// again at once.
+fn ration_handshakes(conns: &[Box<Conn>], fds: &mut [sys::pollfd]) {
+    let ready: Vec<(Instant, usize)> = conns
+        .iter()
+        .zip(fds.iter())
+        .enumerate()
+        .filter_map(|(i, (conn, fd))| match conn.phase {
+            Phase::Handshake { deadline } if fd.revents != 0 => Some((deadline, i)),
+            _ => None,
+        })
+        .collect();
+    for i in deferred(ready, HANDSHAKES_PER_ROUND) {
+        if let Some(fd) = fds.get_mut(i) {
+            fd.revents = 0;
+        }
+    }
+}
+
+/// Of the `ready` (deadline, index) pairs, the indexes of all but the `keep` earliest.
+fn deferred(mut ready: Vec<(Instant, usize)>, keep: usize) -> Vec<usize> {
+    if ready.len() <= keep {
+        return Vec::new();
+    }
+    ready.select_nth_unstable(keep);
+    ready.drain(keep..).map(|(_, i)| i).collect()
 }
 
 impl IoLoop {
@@ -56,14 +97,17 @@ impl IoLoop {
             let now = Instant::now();
             while let Ok(msg) = self.inbox.try_recv() {
                 match msg {
-                    ToIo::New(stream, peer, slot) => {
-                        if let Some(conn) = self.admit(stream, peer, slot, now) {
+                    ToIo::New(stream, peer, peer_slot, slot) => {
+                        let Some(slot) = slot.or_else(|| self.make_room(peer, &mut conns)) else {
+                            continue;
+                        };
+                        if let Some(conn) = self.admit(stream, peer, (slot, peer_slot), now) {
                             conns.push(conn);
                         }
                     }
                     ToIo::Back(mut conn) => {
                         // Pipelined bytes may already be buffered: no poll would report them.
-                        let step = conn.pump(now, &self.limits, &mut scratch);
+                        let step = conn.pump(now, &self.limits, &self.bodies, &mut scratch);
                         self.apply(step, conn, &mut conns);
                     }
                 }
@@ -98,13 +142,16 @@ impl IoLoop {
                 self.wake.drain();
             }
             let now = Instant::now();
+            if let Some(conn_fds) = fds.get_mut(1..) {
+                ration_handshakes(&conns, conn_fds);
+            }
             // Backwards, so that swap_remove(i) only moves an already handled connection.
             for i in (0..conns.len()).rev() {
                 let revents = fds.get(i + 1).map_or(0, |f| f.revents);
                 if revents == 0 {
                     continue;
                 }
-                let mut step = conns[i].pump(now, &self.limits, &mut scratch);
+                let mut step = conns[i].pump(now, &self.limits, &self.bodies, &mut scratch);
                 if matches!(step, Step::Wait)
                     && revents & (sys::POLLERR | sys::POLLHUP | sys::POLLNVAL) != 0
                 {
@@ -127,7 +174,7 @@ impl IoLoop {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        slot: Slot,
+        slots: (Share, PeerShare),
         now: Instant,
     ) -> Option<Box<Conn>> {
         let tls = match &self.tls {
@@ -148,11 +195,39 @@ impl IoLoop {
         Some(Box::new(Conn::new(
             stream,
             peer,
-            slot,
+            slots,
             tls,
             &self.limits,
             now,
         )))
+    }
+
+    /// A slot for a new connection from `peer` while the cap is full: closes the connection
+    /// that has waited longest with no request in progress, or says no (`None`: every
+    /// connection is busy with a request, and the new one is closed).
+    fn make_room(&self, peer: SocketAddr, conns: &mut Conns) -> Option<Share> {
+        loop {
+            // The accept loop may take a freed slot first: then close another.
+            if let Some(slot) = self.slots.take(1) {
+                return Some(slot);
+            }
+            let Some((_, oldest)) = conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| Some((c.evictable_since()?, i)))
+                .min()
+            else {
+                let max = self.slots.max();
+                log::debug!("{peer}: connection cap of {max} reached, none idle; closing");
+                return None;
+            };
+            let mut victim = conns.swap_remove(oldest);
+            log::debug!(
+                "{}: closed to make room for {peer} (connection cap reached)",
+                victim.peer()
+            );
+            victim.close_notify_nonblocking();
+        }
     }
 
     /// Carries out `step` for a connection not currently in `conns`.
@@ -166,5 +241,22 @@ impl IoLoop {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshakes_are_served_oldest_first_a_few_per_round() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(deferred(vec![(at(3), 0), (at(1), 1)], 2).is_empty());
+        let ready = vec![(at(5), 0), (at(1), 1), (at(4), 2), (at(2), 3), (at(3), 4)];
+        let mut later = deferred(ready, 2);
+        later.sort_unstable();
+        assert_eq!(later, vec![0, 2, 4]);
+        assert_eq!(deferred(vec![(at(1), 7)], 0), vec![7]);
     }
 }

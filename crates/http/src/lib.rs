@@ -1,8 +1,9 @@
 //! A small, synchronous HTTP/1.1 server edge.
 //!
 //! It turns bytes into [`Request`]s and [`Response`]s into bytes, and enforces every limit a
-//! server facing the open internet needs: connection cap, head and body size, per-request
-//! deadlines, keep-alive rules, TLS handshake deadlines. It knows nothing of Matrix: errors that
+//! server facing the open internet needs: connection caps (overall and per address), head and
+//! body size, a memory budget for bodies in flight, per-request deadlines, keep-alive rules,
+//! TLS handshake and first-byte deadlines. It knows nothing of Matrix: errors that
 //! the edge itself detects are handed to [`Handler::edge_error`] so the application decides the
 //! body (invited answers with Matrix error JSON).
 //!
@@ -16,6 +17,7 @@ mod api;
 mod conn;
 mod head;
 mod io_loop;
+mod quota;
 mod response;
 mod server;
 mod shared;

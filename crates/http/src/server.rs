@@ -6,14 +6,13 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use crate::api::{Handler, Limits};
-use crate::conn::Slot;
 use crate::io_loop::{IoLoop, ToIo};
+use crate::quota::{PeerQuota, Quota};
 use crate::shared::Shared;
 use crate::sys::{self, WakeReceiver};
 use crate::worker::Worker;
@@ -126,6 +125,7 @@ impl Server {
         let (job_tx, job_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (io_tx, io_rx) = mpsc::channel();
+        let slots = Quota::new(options.limits.max_connections);
 
         let mut workers = Vec::new();
         for i in 0..options.workers.max(1) {
@@ -156,6 +156,8 @@ impl Server {
             shared: Arc::clone(&shared),
             limits: options.limits.clone(),
             tls: options.tls.clone(),
+            slots: Arc::clone(&slots),
+            bodies: Quota::new(options.limits.max_buffered_body_bytes),
         };
         let io_shared = Arc::clone(&shared);
         let io_thread = match thread::Builder::new()
@@ -173,14 +175,13 @@ impl Server {
             }
         };
 
-        let open = Arc::new(AtomicUsize::new(0));
+        let peer_slots = PeerQuota::new(options.limits.max_connections_per_ip);
         accept_loop(
             &listener,
             &shared,
             &accept_wake,
             &io_tx,
-            &open,
-            options.limits.max_connections,
+            (&slots, &peer_slots),
             accept,
         );
         // Refuse new connections from here on instead of leaving them in the backlog.
@@ -213,8 +214,7 @@ fn accept_loop(
     shared: &Shared,
     wake: &WakeReceiver,
     io_tx: &mpsc::Sender<ToIo>,
-    open: &Arc<AtomicUsize>,
-    max_connections: usize,
+    (slots, peer_slots): (&Arc<Quota>, &Arc<PeerQuota>),
     accept: &mut AcceptFn,
 ) {
     while !shared.stopping() {
@@ -233,16 +233,23 @@ fn accept_loop(
         while !shared.stopping() {
             match accept(listener) {
                 Ok((stream, peer)) => {
-                    let Some(slot) = Slot::take(open, max_connections) else {
-                        log::debug!("{peer}: connection cap of {max_connections} reached; closing");
+                    // Dropping the stream closes it: refusals need no more than `continue`.
+                    let Some(peer_slot) = peer_slots.take(peer.ip()) else {
+                        log::debug!("{peer}: too many connections from this address; closing");
                         continue;
                     };
+                    // When the cap is full, the I/O thread makes room by closing an idle
+                    // connection (or closes this one if none is idle).
+                    let slot = slots.take(1);
                     if let Err(e) = stream.set_nonblocking(true) {
                         log::debug!("{peer}: cannot make the socket non-blocking: {e}");
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
-                    if io_tx.send(ToIo::New(stream, peer, slot)).is_err() {
+                    if io_tx
+                        .send(ToIo::New(stream, peer, peer_slot, slot))
+                        .is_err()
+                    {
                         return;
                     }
                     shared.wake_io();

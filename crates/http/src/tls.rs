@@ -1,6 +1,6 @@
 //! TLS for the edge: loading the certificate and key into a server configuration, and the
-//! non-blocking record I/O a connection does through rustls (reading plaintext, flushing
-//! records with or without a deadline).
+//! non-blocking record I/O a connection does through rustls (the handshake, reading plaintext,
+//! flushing records with or without a deadline).
 //!
 //! The record I/O is kept here, apart from the connection state machine in `conn.rs`, so that
 //! file reads as phases and transitions; these helpers know only rustls, the socket and a
@@ -90,6 +90,34 @@ pub(crate) fn read_plaintext(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Socket reads per handshake step at most. A real client's handshake messages take one or
+/// two; one that keeps sending records (rustls accepts up to 64 KiB of ClientHello, in records
+/// as small as it likes) waits for its next turn in the poll loop instead of holding the I/O
+/// thread.
+const HANDSHAKE_READS_PER_STEP: usize = 4;
+
+/// Drives a TLS handshake as far as it goes without blocking, and without reading more than
+/// [`HANDSHAKE_READS_PER_STEP`] times; `true` once complete. Never blocks: writes that do not
+/// fit wait for POLLOUT (see [`flush_tls`]).
+pub(crate) fn handshake(tls: &mut ServerConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    for _ in 0..HANDSHAKE_READS_PER_STEP {
+        flush_tls(tls, stream)?;
+        if !tls.is_handshaking() {
+            return Ok(true);
+        }
+        match tls.read_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => process_packets(tls, stream)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Out of reads for this turn; the rest of the input is still readable for the next one.
+    flush_tls(tls, stream)?;
+    Ok(!tls.is_handshaking())
 }
 
 /// Decrypts what was read; on a protocol error, tries to send the alert rustls queued.

@@ -73,7 +73,19 @@ impl Worker {
                 (response, persist, head)
             }
             // The framing can no longer be trusted, or the client is too slow: always close.
-            Work::Refuse(error) => (self.edge_response(&error), Persist::Close, false),
+            Work::Refuse(error) => {
+                let mut response = self.edge_response(&error);
+                let retry_set = response
+                    .headers
+                    .iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case("retry-after"));
+                if error == EdgeError::Overloaded && !retry_set {
+                    response
+                        .headers
+                        .push(("Retry-After".to_owned(), "1".to_owned()));
+                }
+                (response, Persist::Close, false)
+            }
         };
         let deadline = after(Instant::now(), self.limits.write_timeout);
         if let Err(e) = conn.send(&serialize(&response, persist, head), deadline) {

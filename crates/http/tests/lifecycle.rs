@@ -12,30 +12,42 @@ use std::time::{Duration, Instant};
 use common::*;
 use invited_http::{Server, ServerOptions};
 
+/// With every connection in the middle of a request, nothing can make room: a new connection
+/// is closed at once. Once they are idle again, a new connection takes the oldest one's place.
 #[test]
-fn connections_above_the_cap_are_closed_at_once() {
+fn connections_above_the_cap_are_closed_at_once_while_all_are_busy() {
     let mut limits = test_limits();
     limits.max_connections = 2;
-    let (server, _) = TestServer::start(options(limits));
+    let (server, handler) = TestServer::start(options(limits));
+    let (tx, started) = std::sync::mpsc::channel();
+    *handler.started.lock().unwrap() = Some(tx);
     let mut a = server.connect();
     let mut b = server.connect();
-    assert_eq!(a.request(b"GET /a HTTP/1.1\r\n\r\n").status, 200);
-    assert_eq!(b.request(b"GET /b HTTP/1.1\r\n\r\n").status, 200);
+    a.send(b"GET /sleep/600 HTTP/1.1\r\n\r\n");
+    b.send(b"GET /sleep/1000 HTTP/1.1\r\n\r\n");
+    for _ in 0..2 {
+        started.recv_timeout(Duration::from_secs(5)).unwrap();
+    }
+    let start = Instant::now();
     for _ in 0..3 {
         let mut extra = connect(server.addr);
-        let start = Instant::now();
         expect_eof(&mut extra);
-        assert!(start.elapsed() < Duration::from_secs(1));
     }
-    // The two admitted connections still work.
-    assert_eq!(a.request(b"GET /a2 HTTP/1.1\r\n\r\n").status, 200);
-    // Once one goes away its slot is free again.
-    drop(b);
-    assert!(eventually(Duration::from_secs(3), || {
-        let mut c = server.connect();
-        c.send(b"GET /c HTTP/1.1\r\n\r\n");
-        c.try_response().is_ok_and(|r| r.status == 200)
-    }));
+    assert!(start.elapsed() < Duration::from_millis(500));
+    assert_eq!(a.response().status, 200);
+    assert_eq!(b.response().status, 200);
+    // A worker hands a connection back to the I/O thread just after writing its response.
+    std::thread::sleep(Duration::from_millis(200));
+    // Both idle now: a new connection is served, and `a`, idle longest, makes room for it.
+    let mut c = server.connect();
+    assert_eq!(c.request(b"GET /c HTTP/1.1\r\n\r\n").status, 200);
+    let start = Instant::now();
+    a.expect_closed();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "not closed at once"
+    );
+    assert_eq!(b.request(b"GET /b2 HTTP/1.1\r\n\r\n").status, 200);
 }
 
 #[test]

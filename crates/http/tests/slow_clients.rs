@@ -20,6 +20,8 @@ fn three_hundred_trickling_clients_do_not_delay_a_normal_request() {
         workers: 2,
         limits: Limits {
             max_connections: 1024,
+            // All 300 come from 127.0.0.1.
+            max_connections_per_ip: 1024,
             request_timeout: Duration::from_secs(30),
             ..test_limits()
         },

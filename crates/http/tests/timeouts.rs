@@ -16,6 +16,7 @@ fn limits() -> Limits {
     Limits {
         request_timeout: Duration::from_millis(800),
         keep_alive_timeout: Duration::from_millis(600),
+        first_byte_timeout: Duration::from_millis(600),
         write_timeout: Duration::from_millis(500),
         ..test_limits()
     }
@@ -94,7 +95,7 @@ fn silent_connection_is_closed_without_a_response() {
     let mut s = connect(server.addr);
     let start = Instant::now();
     expect_eof(&mut s);
-    // min(request_timeout, keep_alive_timeout) for the first request.
+    // first_byte_timeout, counted from accept.
     let elapsed = start.elapsed();
     assert!(
         elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(1500),

@@ -19,13 +19,16 @@ use rustls::pki_types::{CertificateDer, ServerName};
 pub fn test_limits() -> Limits {
     Limits {
         max_connections: 64,
+        max_connections_per_ip: 64,
         max_head_bytes: 4096,
         max_headers: 16,
         max_target_bytes: 1024,
         max_body_bytes: 64 * 1024,
+        max_buffered_body_bytes: 4 * 1024 * 1024,
         request_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
         keep_alive_timeout: Duration::from_secs(5),
+        first_byte_timeout: Duration::from_secs(5),
         max_requests_per_connection: 100,
         tls_handshake_timeout: Duration::from_secs(5),
     }
