@@ -80,6 +80,7 @@ impl MatrixError {
             EdgeError::HeadersTooLarge => ErrCode::HeadersTooLarge,
             EdgeError::HandlerPanicked => ErrCode::Unknown,
             EdgeError::VersionNotSupported => ErrCode::HttpVersionNotSupported,
+            EdgeError::Overloaded => ErrCode::Unavailable,
         };
         debug_assert_eq!(code.status(), error.status());
         MatrixError::new(code, error.to_string())
@@ -160,6 +161,7 @@ mod tests {
             EdgeError::HeadersTooLarge,
             EdgeError::HandlerPanicked,
             EdgeError::VersionNotSupported,
+            EdgeError::Overloaded,
         ] {
             assert_eq!(MatrixError::from_edge(&edge).status(), edge.status());
         }

@@ -59,7 +59,8 @@ fn still_open(s: &TcpStream) -> bool {
 #[test]
 fn slow_invite_clients_do_not_delay_a_valid_invite() {
     let mut h = Harness::start(&format!(
-        "[http]\nmax_connections = 1000\nrequest_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"
+        "[http]\nmax_connections = 1000\nmax_connections_per_ip = 1000\n\
+         request_timeout_secs = {REQUEST_TIMEOUT_SECS}\n"
     ));
     let origin = &h.origin;
     let addr = h.invited.addr;

@@ -92,6 +92,9 @@ struct FederationFormat {
 #[serde(deny_unknown_fields)]
 struct HttpFormat {
     max_connections: Option<i64>,
+    max_connections_per_ip: Option<i64>,
+    max_buffered_body_mb: Option<i64>,
+    first_byte_timeout_secs: Option<i64>,
     max_body_bytes: Option<i64>,
     request_timeout_secs: Option<i64>,
     keep_alive_secs: Option<i64>,
@@ -210,9 +213,34 @@ fn invites_section(f: InvitesFormat) -> Result<InvitesConfig, ConfigError> {
 
 /// `[http]`: the edge's limits.
 fn http_section(h: HttpFormat) -> Result<HttpConfig, ConfigError> {
-    Ok(HttpConfig {
-        max_connections: in_range("http.max_connections", h.max_connections, 1024, 1, 65536)?
-            as usize,
+    let max_connections =
+        in_range("http.max_connections", h.max_connections, 1024, 1, 65536)? as usize;
+    let config = HttpConfig {
+        max_connections,
+        // Behind a reverse proxy every connection has the proxy's address: set this to
+        // max_connections there (README, "Deployment").
+        max_connections_per_ip: in_range(
+            "http.max_connections_per_ip",
+            h.max_connections_per_ip,
+            64.min(max_connections as i64),
+            1,
+            65536,
+        )? as usize,
+        max_buffered_body_bytes: (in_range(
+            "http.max_buffered_body_mb",
+            h.max_buffered_body_mb,
+            32,
+            1,
+            4096,
+        )? as usize)
+            << 20,
+        first_byte_timeout: secs(in_range(
+            "http.first_byte_timeout_secs",
+            h.first_byte_timeout_secs,
+            5,
+            1,
+            600,
+        )?),
         max_body_bytes: in_range(
             "http.max_body_bytes",
             h.max_body_bytes,
@@ -234,7 +262,15 @@ fn http_section(h: HttpFormat) -> Result<HttpConfig, ConfigError> {
             1,
             3600,
         )?),
-    })
+    };
+    if config.max_body_bytes > config.max_buffered_body_bytes {
+        return Err(ConfigError(format!(
+            "http.max_body_bytes {} is more than http.max_buffered_body_mb allows ({} bytes): \
+             no request that large could ever be read",
+            config.max_body_bytes, config.max_buffered_body_bytes
+        )));
+    }
+    Ok(config)
 }
 
 /// `[policy]` and `[rate_limits]`.

@@ -75,6 +75,12 @@ pub use crate::federation::ip_filter::{DEFAULT_IP_RANGE_BLOCKLIST, IpRange};
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub max_connections: usize,
+    /// Open connections per client address (IPv6: per /64) at most.
+    pub max_connections_per_ip: usize,
+    /// Bytes of request bodies buffered at once over all connections.
+    pub max_buffered_body_bytes: usize,
+    /// How soon a new connection must send its first byte.
+    pub first_byte_timeout: Duration,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub keep_alive_timeout: Duration,
@@ -199,6 +205,9 @@ impl Config {
     pub fn http_limits(&self) -> invited_http::Limits {
         invited_http::Limits {
             max_connections: self.http.max_connections,
+            max_connections_per_ip: self.http.max_connections_per_ip,
+            max_buffered_body_bytes: self.http.max_buffered_body_bytes,
+            first_byte_timeout: self.http.first_byte_timeout,
             max_body_bytes: self.http.max_body_bytes,
             request_timeout: self.http.request_timeout,
             keep_alive_timeout: self.http.keep_alive_timeout,
