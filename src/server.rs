@@ -17,6 +17,10 @@ use crate::store::{PolicyRule, RuleAction, RuleKind, Store, StorePool};
 use crate::time::now_ms;
 use crate::writer::Writer;
 
+/// Other servers' keys are kept this long after they were fetched (then fetched again when
+/// needed).
+const REMOTE_KEYS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
 pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
     let dir = &config.data_dir;
@@ -127,6 +131,10 @@ pub fn serve(config: Config) -> Result<(), Error> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     apply_config_rules(&config, &mut store)?;
+    let pruned = store.prune_remote_keys(now_ms() - REMOTE_KEYS_KEPT_MS)?;
+    if pruned > 0 {
+        log::info!("forgot {pruned} remote key(s) fetched more than 30 days ago");
+    }
     let pool = Arc::new(StorePool::new(&config.database_path()));
     let keyring = Keyring::new(
         config.server_name.clone(),

@@ -249,3 +249,38 @@ fn new_invites_have_a_ceiling_over_all_origins() {
     assert_error(&answer, 503, "M_UNKNOWN", "over the ceiling");
     assert!(answer.retry_after.is_some());
 }
+
+/// Keys fetched for a request that does not authenticate are kept in memory only: a
+/// throw-away name costs no row in `remote_keys`. Once the server authenticates a request,
+/// its keys are stored.
+#[test]
+fn keys_of_servers_that_never_authenticated_are_not_stored() {
+    let h = Harness::start("");
+    let inv = common::invites::valid_invite(&h.origin, "11", BOB);
+    let good = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
+    // The same header with a signature that cannot verify (invited fetches the key to see).
+    let sig = good.split("sig=\"").nth(1).unwrap().trim_end_matches('"');
+    let bad = good.replace(sig, &format!("A{}", &sig[1..]));
+    let body = serde_json::to_vec(&inv.body).unwrap();
+    let answer = put_raw(&h.invited, &inv.path, &body, Some(&bad));
+    assert_error(&answer, 401, "M_UNAUTHORIZED", "bad signature");
+    let rows = |h: &Harness| -> i64 {
+        h.invited
+            .db()
+            .query_row(
+                "SELECT count(*) FROM remote_keys WHERE server_name = ?1",
+                [h.origin.name()],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(rows(&h), 0, "keys of a server that authenticated nothing");
+    assert_eq!(
+        put_raw(&h.invited, &inv.path, &body, Some(&good)).status,
+        200
+    );
+    assert!(
+        rows(&h) >= 1,
+        "keys of a server that authenticated a request"
+    );
+}

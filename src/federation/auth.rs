@@ -88,6 +88,10 @@ pub fn authenticate(
         })?;
         verified += 1;
     }
+    if verified > 0 {
+        // Its keys proved themselves: only now are they worth a row in the database.
+        keyring.confirm(&origin);
+    }
     if verified == 0 {
         // Too many fetches at once is our limit, not the sender's fault: ask for a retry
         // (senders give up on 4xx, but retry 5xx).

@@ -22,42 +22,17 @@ use crate::config::FederationConfig;
 use crate::federation::key_fetch::{KeyFetcher, NotaryKey};
 use crate::store::{RemoteKeyRow, StorePool};
 
-/// Keys are trusted for at most this long after we fetched them, whatever `valid_until_ts`
-/// says (the spec's cap for room versions 5+; we apply it to request keys too).
-pub const MAX_KEY_VALIDITY_MS: i64 = 7 * 24 * 3600 * 1000;
+pub use crate::federation::key_validity::{KeyPurpose, MAX_KEY_VALIDITY_MS, RemoteKey};
+
 /// A server is asked for its keys at most once per this interval because of an unknown key ID.
 pub const MIN_REFETCH: Duration = Duration::from_secs(60);
 /// First and largest wait after a failed fetch.
 const BACKOFF_START: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
-/// Servers whose state we keep in memory at most.
-const MEMORY_MAX_SERVERS: usize = 10_000;
-
-/// What a key is needed for; decides which cached keys are acceptable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyPurpose {
-    /// Authenticating a request: a key from `verify_keys`, valid now.
-    Request { now_ms: i64 },
-    /// Checking an event signature: room versions 5+ need the key valid at the event's
-    /// `origin_server_ts` (`enforce_validity`); 1–4 accept any key not retired before it.
-    Event {
-        origin_server_ts: i64,
-        enforce_validity: bool,
-    },
-}
-
-impl KeyPurpose {
-    /// What a notary is asked for (`minimum_valid_until_ts`): valid now for requests, at the
-    /// event's time for events.
-    pub fn minimum_valid_until_ts(self) -> i64 {
-        match self {
-            KeyPurpose::Request { now_ms } => now_ms,
-            KeyPurpose::Event {
-                origin_server_ts, ..
-            } => origin_server_ts,
-        }
-    }
-}
+/// Servers whose state we keep in memory at most. With at most 16 keys a server (the key
+/// response cap), this bounds the cache to a few MB. Past it, the servers used longest ago
+/// are forgotten (not the ones failing right now, whose backoff must hold).
+const MEMORY_MAX_SERVERS: usize = 4096;
 
 /// Whose keys an event-signature check may fetch. Room state carries PDUs signed by any
 /// server a sender cares to name; fetching each would let one invite make us connect to
@@ -81,45 +56,6 @@ enum Lookup {
     /// A notary's own key, looked up inside another server's fetch (which already holds its
     /// lock and is counted): no lock, not counted, no notary.
     InsideFetch,
-}
-
-/// One remote key with everything the validity rules need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteKey {
-    pub key: VerifyKey,
-    /// From `verify_keys` (None for keys only seen in `old_verify_keys`).
-    pub valid_until_ts: Option<i64>,
-    /// From `old_verify_keys`.
-    pub expired_ts: Option<i64>,
-    pub fetched_ts: i64,
-}
-
-impl RemoteKey {
-    /// `valid_until_ts` capped at fetch time + 7 days.
-    pub fn effective_valid_until(&self) -> Option<i64> {
-        self.valid_until_ts
-            .map(|v| v.min(self.fetched_ts.saturating_add(MAX_KEY_VALIDITY_MS)))
-    }
-
-    /// The one rule for "may this key be used for this purpose".
-    pub fn usable_for(&self, purpose: KeyPurpose) -> bool {
-        match purpose {
-            KeyPurpose::Request { now_ms } => {
-                self.expired_ts.is_none()
-                    && self.effective_valid_until().is_some_and(|v| v > now_ms)
-            }
-            KeyPurpose::Event {
-                origin_server_ts,
-                enforce_validity,
-            } => match self.expired_ts {
-                Some(expired) => expired >= origin_server_ts,
-                None if enforce_validity => self
-                    .effective_valid_until()
-                    .is_some_and(|v| v >= origin_server_ts),
-                None => true,
-            },
-        }
-    }
 }
 
 /// Why no usable key could be found.
@@ -170,6 +106,11 @@ struct ServerState {
     last_error: String,
     /// Serialises fetches for this server.
     fetch_lock: Arc<Mutex<()>>,
+    /// Fetched keys not yet written to the database: only a server that authenticated
+    /// something (see [`Keyring::confirm`]) gets rows, so throw-away names cost no disk.
+    unsaved: Vec<RemoteKeyRow>,
+    /// When this entry was last looked at (least recently used go first).
+    last_used: Option<Instant>,
 }
 
 /// The remote key store and fetcher.
@@ -380,9 +321,6 @@ impl Keyring {
         );
         match fetched {
             Ok(rows) => {
-                if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
-                    log::error!("cannot save keys of {name}: {e}");
-                }
                 let mut servers = lock(&self.servers);
                 let state = self.state_mut(&mut servers, name);
                 for row in &rows {
@@ -390,6 +328,7 @@ impl Keyring {
                         state.keys.insert(row.key_id.clone(), k);
                     }
                 }
+                state.unsaved = rows;
                 state.last_fetch = Some(Instant::now());
                 state.failed_until = None;
                 state.backoff = Duration::ZERO;
@@ -447,13 +386,42 @@ impl Keyring {
         name: &str,
     ) -> &'a mut ServerState {
         if servers.len() >= MEMORY_MAX_SERVERS && !servers.contains_key(name) {
-            // Forget servers that have no keys (failures, probes) first.
-            servers.retain(|_, s| !s.keys.is_empty());
-            if servers.len() >= MEMORY_MAX_SERVERS {
-                servers.clear();
-            }
+            forget_least_recently_used(servers);
         }
-        servers.entry(name.to_owned()).or_default()
+        let state = servers.entry(name.to_owned()).or_default();
+        state.last_used = Some(Instant::now());
+        state
+    }
+
+    /// Records that `server`'s keys verified something (a request, an event): its fetched
+    /// keys are written to the database now. Before, they live in memory only.
+    pub fn confirm(&self, server: &ServerName) {
+        let rows = {
+            let mut servers = lock(&self.servers);
+            match servers.get_mut(server.as_str()) {
+                Some(state) => std::mem::take(&mut state.unsaved),
+                None => return,
+            }
+        };
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.with(|s| s.save_remote_keys(&rows)) {
+            log::error!("cannot save keys of {server}: {e}");
+        }
+    }
+}
+
+/// Forgets the tenth of the servers used longest ago, except those with a fetch in progress.
+fn forget_least_recently_used(servers: &mut HashMap<String, ServerState>) {
+    let mut by_age: Vec<(Option<Instant>, String)> = servers
+        .iter()
+        .filter(|(_, s)| Arc::strong_count(&s.fetch_lock) == 1)
+        .map(|(name, s)| (s.last_used, name.clone()))
+        .collect();
+    by_age.sort();
+    for (_, name) in by_age.into_iter().take(MEMORY_MAX_SERVERS / 10 + 1) {
+        servers.remove(&name);
     }
 }
 
@@ -490,48 +458,6 @@ fn remote_key_from_row(row: &RemoteKeyRow) -> Option<RemoteKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(valid_until: Option<i64>, expired: Option<i64>, fetched: i64) -> RemoteKey {
-        let vk = VerifyKey::from_base64("XGX0JRS2Af3be3knz2fBiRbApjm2Dh61gXDJA8kcJNI").unwrap();
-        RemoteKey {
-            key: vk,
-            valid_until_ts: valid_until,
-            expired_ts: expired,
-            fetched_ts: fetched,
-        }
-    }
-
-    #[test]
-    fn request_keys_must_be_current_and_valid_now() {
-        let now = 1_000_000;
-        assert!(key(Some(now + 1), None, now).usable_for(KeyPurpose::Request { now_ms: now }));
-        assert!(!key(Some(now), None, now).usable_for(KeyPurpose::Request { now_ms: now }));
-        // Old keys never authenticate requests.
-        assert!(!key(None, Some(now * 2), now).usable_for(KeyPurpose::Request { now_ms: now }));
-        // Validity is capped at fetch + 7 days.
-        let fetched = now - MAX_KEY_VALIDITY_MS - 1;
-        assert!(
-            !key(Some(i64::MAX), None, fetched).usable_for(KeyPurpose::Request { now_ms: now })
-        );
-    }
-
-    #[test]
-    fn event_keys_follow_the_room_version() {
-        let ev = |ts, enforce| KeyPurpose::Event {
-            origin_server_ts: ts,
-            enforce_validity: enforce,
-        };
-        // v1–v4 ignore valid_until_ts.
-        assert!(key(Some(10), None, 0).usable_for(ev(1000, false)));
-        // v5+ need validity at origin_server_ts, capped at fetch + 7 days.
-        assert!(!key(Some(10), None, 0).usable_for(ev(1000, true)));
-        assert!(key(Some(1000), None, 0).usable_for(ev(1000, true)));
-        assert!(!key(Some(i64::MAX), None, 0).usable_for(ev(MAX_KEY_VALIDITY_MS + 1, true)));
-        // Old keys count up to their expired_ts, in every version.
-        assert!(key(None, Some(1000), 0).usable_for(ev(1000, true)));
-        assert!(key(None, Some(1000), 0).usable_for(ev(1000, false)));
-        assert!(!key(None, Some(999), 0).usable_for(ev(1000, false)));
-    }
 
     /// Another process holds the database (here: an exclusive lock, so every read waits for
     /// its busy timeout). A lookup that must read the database waits; a lookup of a server
@@ -631,5 +557,40 @@ mod tests {
             Ok(true),
             "the notary key lookup waited for another fetch's lock"
         );
+    }
+
+    /// Past the memory bound, the servers used longest ago are forgotten: not everything (as
+    /// before), so a server that failed a moment ago keeps its backoff.
+    #[test]
+    fn the_memory_bound_forgets_the_least_recently_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        crate::store::Store::open(&path).unwrap().close().unwrap();
+        let keyring = Keyring::new(
+            ServerName::parse("us.example").unwrap(),
+            &crate::config::Config::embedded_default().federation,
+            Arc::new(crate::store::StorePool::new(&path)),
+            4,
+        )
+        .unwrap();
+        let mut servers = lock(&keyring.servers);
+        keyring.state_mut(&mut servers, "old.example");
+        for i in 0..MEMORY_MAX_SERVERS - 2 {
+            keyring.state_mut(&mut servers, &format!("s{i}.example"));
+        }
+        let failing = keyring.state_mut(&mut servers, "failing.example");
+        failing.failed_until = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(servers.len(), MEMORY_MAX_SERVERS);
+        keyring.state_mut(&mut servers, "new.example");
+        assert!(servers.len() < MEMORY_MAX_SERVERS);
+        assert!(
+            !servers.contains_key("old.example"),
+            "the oldest is forgotten"
+        );
+        assert!(
+            servers["failing.example"].failed_until.is_some(),
+            "backoff kept"
+        );
+        assert!(servers.contains_key("new.example"));
     }
 }

@@ -6,4 +6,5 @@ pub mod client;
 pub mod discovery;
 pub mod ip_filter;
 pub mod key_fetch;
+pub mod key_validity;
 pub mod keyring;

@@ -303,6 +303,11 @@ fn signature_problem(
     match verify_event_signatures(obj, version, &keys) {
         Ok(()) => {
             verified.insert(fingerprint);
+            if let Ok(sender) = UserId::parse(&row.sender)
+                && let Ok(server) = ServerName::parse(sender.server_str())
+            {
+                check.keyring.confirm(&server);
+            }
             None
         }
         Err(e) => Some(format!("{}: {e}", what(i, row))),

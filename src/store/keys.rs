@@ -123,6 +123,17 @@ impl Store {
         )
     }
 
+    /// Deletes other servers' keys fetched before `fetched_before_ts`: a key still in use is
+    /// fetched again when needed, and the table does not grow with every server ever seen.
+    pub fn prune_remote_keys(&mut self, fetched_before_ts: i64) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM remote_keys WHERE fetched_ts < ?1",
+                params![fetched_before_ts],
+            )
+            .context(|| "cannot prune remote keys".to_owned())
+    }
+
     /// Records keys from one fetched response, replacing what we had for those key IDs.
     pub fn save_remote_keys(&mut self, keys: &[RemoteKeyRow]) -> Result<(), StoreError> {
         let tx = self
