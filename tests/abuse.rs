@@ -284,3 +284,34 @@ fn keys_of_servers_that_never_authenticated_are_not_stored() {
         "keys of a server that authenticated a request"
     );
 }
+
+/// One key fetch has one deadline, covering discovery, the server itself and every notary.
+/// An origin and a notary that accept connections and never answer cost
+/// `key_fetch_deadline_secs` in all, not a timeout per step; the request is then answered 401.
+#[test]
+fn a_key_fetch_has_one_deadline() {
+    let silent = SilentServers::new(2);
+    let names = silent.names();
+    let h = Harness::start(&format!(
+        "trusted_key_servers = [\"{}\"]\nkey_fetch_deadline_secs = 2\n",
+        names[1]
+    ));
+    let inv = common::invites::valid_invite(&h.origin, "11", BOB);
+    let header = h
+        .origin
+        .sign_request("PUT", &inv.path, US, Some(&inv.body))
+        .replace(
+            &format!("origin=\"{}\"", h.origin.name()),
+            &format!("origin=\"{}\"", names[0]),
+        );
+    let body = serde_json::to_vec(&inv.body).unwrap();
+    let started = Instant::now();
+    let answer = put_raw(&h.invited, &inv.path, &body, Some(&header));
+    let took = started.elapsed();
+    assert_error(&answer, 401, "M_UNAUTHORIZED", "no key in time");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(4),
+        "the fetch took {took:?} with a deadline of 2 s"
+    );
+    assert!(silent.connections() >= 1, "the origin was asked");
+}

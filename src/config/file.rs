@@ -86,6 +86,7 @@ struct FederationFormat {
     trusted_key_servers: Option<Vec<String>>,
     ip_range_blocklist: Option<Vec<String>>,
     ip_range_allowlist: Option<Vec<String>>,
+    key_fetch_deadline_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -177,6 +178,13 @@ fn federation_section(
             "ip_range_allowlist",
             f.ip_range_allowlist.unwrap_or_default(),
         )?,
+        key_fetch_deadline: secs(in_range(
+            "federation.key_fetch_deadline_secs",
+            f.key_fetch_deadline_secs,
+            15,
+            1,
+            120,
+        )?),
     })
 }
 

@@ -67,6 +67,8 @@ pub struct FederationConfig {
     pub ip_range_blocklist: Vec<IpRange>,
     /// ...unless the address is also in one of these.
     pub ip_range_allowlist: Vec<IpRange>,
+    /// How long one key fetch may take in all: discovery, DNS, the server, every notary.
+    pub key_fetch_deadline: Duration,
 }
 
 pub use crate::federation::ip_filter::{DEFAULT_IP_RANGE_BLOCKLIST, IpRange};

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use invited_matrix::{Value, json};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -108,7 +108,14 @@ impl FederationClient {
         })
     }
 
-    fn agent(&self, target: &Target, redirects: u32) -> ureq::Agent {
+    /// An agent for one request that must be done by `deadline` (the fetch's overall one).
+    fn agent(
+        &self,
+        target: &Target,
+        redirects: u32,
+        deadline: Instant,
+    ) -> Result<ureq::Agent, FetchError> {
+        let left = remaining(deadline)?;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             // No proxy from the environment (HTTPS_PROXY and friends): a proxy would connect
@@ -118,27 +125,33 @@ impl FederationClient {
             .https_only(true)
             .max_redirects(redirects)
             .max_redirects_will_error(false)
-            .timeout_connect(Some(self.connect_timeout))
-            .timeout_global(Some(self.total_timeout))
+            .timeout_connect(Some(self.connect_timeout.min(left)))
+            .timeout_global(Some(self.total_timeout.min(left)))
             .user_agent(concat!("invited/", env!("CARGO_PKG_VERSION")))
             .tls_config(self.tls.clone())
             .build();
-        ureq::Agent::with_parts(
+        Ok(ureq::Agent::with_parts(
             config,
             DefaultConnector::default(),
             FilteringResolver {
                 pinned: (target.authority.clone(), target.addrs.clone()),
                 blocklist: self.blocklist.clone(),
                 allowlist: self.allowlist.clone(),
+                deadline,
             },
-        )
+        ))
     }
 
     /// `GET https://<target><path>` expecting a JSON 200 answer.
-    pub fn get_json(&self, target: &Target, path: &str) -> Result<Value, FetchError> {
+    pub fn get_json(
+        &self,
+        target: &Target,
+        path: &str,
+        deadline: Instant,
+    ) -> Result<Value, FetchError> {
         let url = format!("https://{}{path}", target.authority);
         let response = self
-            .agent(target, 0)
+            .agent(target, 0, deadline)?
             .get(&url)
             .call()
             .map_err(|e| FetchError(format!("GET {url}: {e}")))?;
@@ -151,10 +164,11 @@ impl FederationClient {
         target: &Target,
         path: &str,
         body: &Value,
+        deadline: Instant,
     ) -> Result<Value, FetchError> {
         let url = format!("https://{}{path}", target.authority);
         let response = self
-            .agent(target, 0)
+            .agent(target, 0, deadline)?
             .post(&url)
             .header("Content-Type", "application/json")
             .send(body.to_canonical_string())
@@ -164,7 +178,11 @@ impl FederationClient {
 
     /// `GET https://<hostname>/.well-known/matrix/server`, following up to 5 redirects.
     /// Returns the JSON and the `Cache-Control: max-age` if any.
-    pub fn get_well_known(&self, hostname: &str) -> Result<(Value, Option<Duration>), FetchError> {
+    pub fn get_well_known(
+        &self,
+        hostname: &str,
+        deadline: Instant,
+    ) -> Result<(Value, Option<Duration>), FetchError> {
         let port = self.well_known_port;
         let target = Target {
             authority: format!("{hostname}:{port}"),
@@ -176,7 +194,7 @@ impl FederationClient {
             format!("https://{hostname}:{port}/.well-known/matrix/server")
         };
         let response = self
-            .agent(&target, 5)
+            .agent(&target, 5, deadline)?
             .get(&url)
             .call()
             .map_err(|e| FetchError(format!("GET {url}: {e}")))?;
@@ -245,6 +263,45 @@ struct FilteringResolver {
     pinned: (String, Vec<SocketAddr>),
     blocklist: Arc<Vec<IpRange>>,
     allowlist: Arc<Vec<IpRange>>,
+    /// Name lookups end by then too.
+    deadline: Instant,
+}
+
+/// What is left of `deadline`, or the error that says it has passed.
+pub fn remaining(deadline: Instant) -> Result<Duration, FetchError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| FetchError("the key fetch's deadline passed".to_owned()))
+}
+
+/// Resolves a name to addresses by `deadline`. The system resolver has no timeout of its
+/// own, so it runs on a thread of its own; past the deadline we stop waiting for it (the
+/// thread ends when the resolver gives up).
+pub fn lookup_host(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, FetchError> {
+    let left = remaining(deadline)?;
+    let (answer, answered) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("dns".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>());
+            let _ = answer.send(found);
+        })
+        .map_err(|e| FetchError(format!("cannot start a name lookup: {e}")))?;
+    match answered.recv_timeout(left) {
+        Ok(Ok(addrs)) => Ok(addrs),
+        Ok(Err(e)) => Err(FetchError(format!("cannot resolve {host}: {e}"))),
+        Err(_) => Err(FetchError(format!(
+            "cannot resolve {host}: no answer in time"
+        ))),
+    }
 }
 
 impl Resolver for FilteringResolver {
@@ -264,10 +321,8 @@ impl Resolver for FilteringResolver {
             self.pinned.1.clone()
         } else {
             let bare = host.trim_start_matches('[').trim_end_matches(']');
-            (bare, port)
-                .to_socket_addrs()
-                .map_err(ureq::Error::Io)?
-                .collect()
+            lookup_host(bare, port, self.deadline)
+                .map_err(|e| ureq::Error::Io(std::io::Error::other(e.0)))?
         };
         let mut out = self.empty();
         let mut refused = None;

@@ -5,13 +5,13 @@
 //! delegated name), never against an SRV target.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use invited_matrix::{Host, ServerName, Value};
 
-use crate::federation::client::{FederationClient, FetchError, Target};
+use crate::federation::client::{FederationClient, FetchError, Target, lookup_host, remaining};
 
 /// The federation port when nothing says otherwise.
 pub const DEFAULT_PORT: u16 = 8448;
@@ -43,35 +43,42 @@ impl Discovery {
         }
     }
 
+    /// Where `server`'s federation API is, found by `deadline` (every step, DNS included).
     pub fn resolve(
         &self,
         client: &FederationClient,
         server: &ServerName,
+        deadline: Instant,
     ) -> Result<Target, FetchError> {
         match server.host() {
             Host::Ipv4(ip) => Ok(ip_target(IpAddr::V4(ip), server.port())),
             Host::Ipv6(ip) => Ok(ip_target(IpAddr::V6(ip), server.port())),
             Host::Dns(host) => match server.port() {
-                Some(port) => named_target(&host, port),
+                Some(port) => named_target(&host, port, deadline),
                 None => {
-                    if let Some(delegated) = self.well_known(client, &host) {
-                        return self.resolve_delegated(&delegated);
+                    if let Some(delegated) = self.well_known(client, &host, deadline) {
+                        return self.resolve_delegated(&delegated, deadline);
                     }
-                    self.srv_or_default(&host)
+                    self.srv_or_default(&host, deadline)
                 }
             },
         }
     }
 
     /// The `m.server` of a host's well-known file, from cache or fetched.
-    fn well_known(&self, client: &FederationClient, host: &str) -> Option<String> {
+    fn well_known(
+        &self,
+        client: &FederationClient,
+        host: &str,
+        deadline: Instant,
+    ) -> Option<String> {
         if let Ok(cache) = self.well_known.lock()
             && let Some((value, until)) = cache.get(host)
             && *until > Instant::now()
         {
             return value.clone();
         }
-        let (value, ttl) = match client.get_well_known(host) {
+        let (value, ttl) = match client.get_well_known(host, deadline) {
             Ok((body, max_age)) => match parse_well_known(&body) {
                 Some(server) => (
                     Some(server),
@@ -101,43 +108,42 @@ impl Discovery {
     }
 
     /// Step 3 of the spec's rules, for a delegated `m.server`.
-    fn resolve_delegated(&self, delegated: &str) -> Result<Target, FetchError> {
+    fn resolve_delegated(&self, delegated: &str, deadline: Instant) -> Result<Target, FetchError> {
         let name = ServerName::parse(delegated).map_err(|e| FetchError(e.to_string()))?;
         match name.host() {
             Host::Ipv4(ip) => Ok(ip_target(IpAddr::V4(ip), name.port())),
             Host::Ipv6(ip) => Ok(ip_target(IpAddr::V6(ip), name.port())),
             Host::Dns(host) => match name.port() {
-                Some(port) => named_target(&host, port),
-                None => self.srv_or_default(&host),
+                Some(port) => named_target(&host, port, deadline),
+                None => self.srv_or_default(&host, deadline),
             },
         }
     }
 
     /// SRV `_matrix-fed._tcp.<host>`, then `_matrix._tcp.<host>`, then `<host>:8448`. The TLS
     /// name stays `host`; only the addresses come from the SRV target.
-    fn srv_or_default(&self, host: &str) -> Result<Target, FetchError> {
+    fn srv_or_default(&self, host: &str, deadline: Instant) -> Result<Target, FetchError> {
         for service in ["_matrix-fed._tcp", "_matrix._tcp"] {
-            if let Some((target, port)) = self.srv_lookup(&format!("{service}.{host}")) {
-                let addrs: Vec<SocketAddr> = (target.as_str(), port)
-                    .to_socket_addrs()
-                    .map_err(|e| FetchError(format!("cannot resolve SRV target {target}: {e}")))?
-                    .collect();
+            let name = format!("{service}.{host}");
+            if let Some((target, port)) = self.srv_lookup(&name, remaining(deadline)?) {
+                let addrs = lookup_host(&target, port, deadline)
+                    .map_err(|e| FetchError(format!("SRV target of {host}: {e}")))?;
                 return Ok(Target {
                     authority: format!("{host}:{port}"),
                     addrs,
                 });
             }
         }
-        named_target(host, DEFAULT_PORT)
+        named_target(host, DEFAULT_PORT, deadline)
     }
 
     /// The best SRV record for `name`, asked of our nameserver (see [`srv_query`]).
-    fn srv_lookup(&self, name: &str) -> Option<(String, u16)> {
+    fn srv_lookup(&self, name: &str, within: Duration) -> Option<(String, u16)> {
         let nameserver = match self.nameserver {
             Some(nameserver) => nameserver,
             None => system_nameserver()?,
         };
-        srv_query(nameserver, name)
+        srv_query(nameserver, name, within)
     }
 }
 
@@ -156,11 +162,8 @@ fn ip_target(ip: IpAddr, port: Option<u16>) -> Target {
     }
 }
 
-fn named_target(host: &str, port: u16) -> Result<Target, FetchError> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| FetchError(format!("cannot resolve {host}: {e}")))?
-        .collect();
+fn named_target(host: &str, port: u16, deadline: Instant) -> Result<Target, FetchError> {
+    let addrs = lookup_host(host, port, deadline)?;
     Ok(Target {
         authority: format!("{host}:{port}"),
         addrs,
@@ -177,13 +180,13 @@ fn system_nameserver() -> Option<SocketAddr> {
 
 /// Asks `nameserver` for the SRV records of `name`; the best one (lowest priority, then
 /// highest weight), if any.
-fn srv_query(nameserver: SocketAddr, name: &str) -> Option<(String, u16)> {
+fn srv_query(nameserver: SocketAddr, name: &str, within: Duration) -> Option<(String, u16)> {
     use rsdns::clients::ClientConfig;
     use rsdns::clients::std::Client;
     use rsdns::records::{Class, data::Srv};
 
-    let config =
-        ClientConfig::with_nameserver(nameserver).set_query_lifetime(Duration::from_secs(3));
+    let config = ClientConfig::with_nameserver(nameserver)
+        .set_query_lifetime(Duration::from_secs(3).min(within));
     let mut client = Client::new(config).ok()?;
     let set = client.query_rrset::<Srv>(name, Class::IN).ok()?;
     let best = set
@@ -200,6 +203,10 @@ fn srv_query(nameserver: SocketAddr, name: &str) -> Option<(String, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
     use invited_matrix::json;
     use std::net::UdpSocket;
     use std::sync::Arc;
@@ -335,7 +342,7 @@ mod tests {
             ],
         )]);
         let target = Discovery::with_nameserver(dns.addr)
-            .srv_or_default("srv.test")
+            .srv_or_default("srv.test", far())
             .unwrap();
         assert_eq!(target.authority, "srv.test:3333");
         assert!(!target.addrs.is_empty());
@@ -351,7 +358,7 @@ mod tests {
         let dns =
             DnsResponder::start(&[("_matrix._tcp.old.test", vec![(0, 0, 4444, "localhost.")])]);
         let target = Discovery::with_nameserver(dns.addr)
-            .srv_or_default("old.test")
+            .srv_or_default("old.test", far())
             .unwrap();
         assert_eq!(target.authority, "old.test:4444");
         assert!(target.addrs.iter().all(|a| a.port() == 4444));
@@ -366,7 +373,7 @@ mod tests {
     fn without_srv_records_port_8448() {
         let dns = DnsResponder::start(&[("_matrix-fed._tcp.localhost", vec![(0, 0, 0, ".")])]);
         let target = Discovery::with_nameserver(dns.addr)
-            .srv_or_default("localhost")
+            .srv_or_default("localhost", far())
             .unwrap();
         assert_eq!(target.authority, "localhost:8448");
         assert!(target.addrs.iter().all(|a| a.port() == 8448));
@@ -471,6 +478,7 @@ mod tests {
             trusted_key_servers: Vec::new(),
             ip_range_blocklist: Vec::new(),
             ip_range_allowlist: Vec::new(),
+            key_fetch_deadline: Duration::from_secs(15),
         };
         let name = ServerName::parse("localhost").unwrap();
         let dns = DnsResponder::start(&[]);
@@ -480,11 +488,11 @@ mod tests {
         let mut client = FederationClient::new(&config).unwrap();
         client.well_known_port = port;
         let discovery = Discovery::with_nameserver(dns.addr);
-        let target = discovery.resolve(&client, &name).unwrap();
+        let target = discovery.resolve(&client, &name, far()).unwrap();
         assert_eq!(target.authority, "127.0.0.1:9911");
         assert_eq!(target.addrs, vec!["127.0.0.1:9911".parse().unwrap()]);
         // Cached: no second fetch.
-        assert_eq!(discovery.resolve(&client, &name).unwrap(), target);
+        assert_eq!(discovery.resolve(&client, &name, far()).unwrap(), target);
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         stop.shutdown();
 
@@ -492,7 +500,7 @@ mod tests {
         let (port, _hits, stop) = start(r#"{"m.server": "localhost:9912"}"#);
         client.well_known_port = port;
         let target = Discovery::with_nameserver(dns.addr)
-            .resolve(&client, &name)
+            .resolve(&client, &name, far())
             .unwrap();
         assert_eq!(target.authority, "localhost:9912");
         stop.shutdown();
@@ -503,7 +511,7 @@ mod tests {
         let (port, _hits, stop) = start(r#"{"m.server": "not a server name"}"#);
         client.well_known_port = port;
         let target = Discovery::with_nameserver(dns.addr)
-            .resolve(&client, &name)
+            .resolve(&client, &name, far())
             .unwrap();
         assert_eq!(target.authority, "localhost:8448");
         stop.shutdown();
@@ -518,7 +526,7 @@ mod tests {
         let mut strict = FederationClient::new(&untrusting).unwrap();
         strict.well_known_port = port;
         let target = Discovery::with_nameserver(dns.addr)
-            .resolve(&strict, &name)
+            .resolve(&strict, &name, far())
             .unwrap();
         assert_eq!(target.authority, "localhost:8448");
         assert_eq!(dns.asked(), [srv_queries, srv_queries].concat());
@@ -534,9 +542,13 @@ mod tests {
     fn delegation_to_ip_and_port() {
         let dns = DnsResponder::start(&[]);
         let discovery = Discovery::with_nameserver(dns.addr);
-        let t = discovery.resolve_delegated("127.0.0.1:9000").unwrap();
+        let t = discovery
+            .resolve_delegated("127.0.0.1:9000", far())
+            .unwrap();
         assert_eq!(t.authority, "127.0.0.1:9000");
-        let t = discovery.resolve_delegated("localhost:9000").unwrap();
+        let t = discovery
+            .resolve_delegated("localhost:9000", far())
+            .unwrap();
         assert_eq!(t.authority, "localhost:9000");
         assert!(!t.addrs.is_empty());
         assert!(dns.asked().is_empty(), "an explicit port needs no SRV");

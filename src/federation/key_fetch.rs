@@ -4,12 +4,13 @@
 //! and what an answer must be to count; the keyring decides when to ask and remembers.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use invited_matrix::server_keys::parse_server_keys;
 use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
 
 use crate::config::FederationConfig;
-use crate::federation::client::{FederationClient, FetchError};
+use crate::federation::client::{FederationClient, FetchError, remaining};
 use crate::federation::discovery::Discovery;
 use crate::store::RemoteKeyRow;
 
@@ -25,6 +26,8 @@ pub struct KeyFetcher {
     notaries: Vec<ServerName>,
     /// Outbound fetch attempts made (for tests and metrics).
     attempts: AtomicUsize,
+    /// How long one fetch may take in all (`[federation] key_fetch_deadline_secs`).
+    deadline: Duration,
 }
 
 impl KeyFetcher {
@@ -38,6 +41,7 @@ impl KeyFetcher {
             discovery: Discovery::default(),
             notaries: config.trusted_key_servers.clone(),
             attempts: AtomicUsize::new(0),
+            deadline: config.key_fetch_deadline,
         })
     }
 
@@ -61,7 +65,9 @@ impl KeyFetcher {
         if server.as_str().eq_ignore_ascii_case(self.our_name.as_str()) {
             return Err(FetchError("that is our own server name".to_owned()));
         }
-        let direct = self.fetch_direct(server);
+        // One deadline for the whole fetch: discovery, DNS, the server itself, every notary.
+        let deadline = Instant::now() + self.deadline;
+        let direct = self.fetch_direct(server, deadline);
         let direct_err = match direct {
             Ok(rows) => return Ok(rows),
             Err(e) => e,
@@ -74,8 +80,19 @@ impl KeyFetcher {
             if notary == server {
                 continue;
             }
-            match self.fetch_via_notary(server, key_id, minimum_valid_until_ts, notary, notary_key)
-            {
+            if remaining(deadline).is_err() {
+                errors.push(format!("{notary}: not asked, the deadline passed"));
+                break;
+            }
+            let asked = self.fetch_via_notary(
+                server,
+                key_id,
+                minimum_valid_until_ts,
+                notary,
+                notary_key,
+                deadline,
+            );
+            match asked {
                 Ok(rows) if !rows.is_empty() => return Ok(rows),
                 Ok(_) => errors.push(format!("{notary}: no keys")),
                 Err(e) => errors.push(format!("{notary}: {e}")),
@@ -84,10 +101,16 @@ impl KeyFetcher {
         Err(FetchError(errors.join("; ")))
     }
 
-    fn fetch_direct(&self, server: &ServerName) -> Result<Vec<RemoteKeyRow>, FetchError> {
+    fn fetch_direct(
+        &self,
+        server: &ServerName,
+        deadline: Instant,
+    ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, server)?;
-        let body = self.client.get_json(&target, "/_matrix/key/v2/server")?;
+        let target = self.discovery.resolve(&self.client, server, deadline)?;
+        let body = self
+            .client
+            .get_json(&target, "/_matrix/key/v2/server", deadline)?;
         let now = crate::time::now_ms();
         parse_key_response(&body, server, now, server.as_str())
     }
@@ -102,9 +125,10 @@ impl KeyFetcher {
         minimum: i64,
         notary: &ServerName,
         notary_key: NotaryKey<'_>,
+        deadline: Instant,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, notary)?;
+        let target = self.discovery.resolve(&self.client, notary, deadline)?;
         let mut wanted = Object::new();
         wanted.insert("minimum_valid_until_ts".into(), Value::int(minimum));
         let mut keys = Object::new();
@@ -113,9 +137,12 @@ impl KeyFetcher {
         criteria.insert(server.to_string(), Value::Object(keys));
         let mut query = Object::new();
         query.insert("server_keys".into(), Value::Object(criteria));
-        let body =
-            self.client
-                .post_json(&target, "/_matrix/key/v2/query", &Value::Object(query))?;
+        let body = self.client.post_json(
+            &target,
+            "/_matrix/key/v2/query",
+            &Value::Object(query),
+            deadline,
+        )?;
         let entries = body
             .get("server_keys")
             .and_then(Value::as_array)
