@@ -10,7 +10,7 @@ use invited_matrix::x_matrix::{self, XMatrix};
 use invited_matrix::{ErrCode, ServerName, Value};
 
 use crate::error::MatrixError;
-use crate::federation::keyring::{KeyError, KeyPurpose, Keyring};
+use crate::federation::keyring::{KeyError, Keyring};
 
 fn unauthorized(why: impl Into<String>) -> MatrixError {
     MatrixError::new(ErrCode::Unauthorized, why)
@@ -72,7 +72,7 @@ pub fn authenticate(
     let mut verified = 0;
     let mut last_problem: Option<KeyError> = None;
     for c in &creds {
-        let key = match keyring.get(&origin, &c.key, KeyPurpose::Request { now_ms }) {
+        let key = match keyring.get_for_request(&origin, &c.key, now_ms, request.peer.ip()) {
             Ok(k) => k,
             Err(e) => {
                 log::debug!("no usable key {} for {origin}: {e}", c.key);

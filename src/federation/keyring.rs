@@ -7,18 +7,20 @@
 //! - a failed fetch is remembered, with backoff, so a flood naming a dead server causes a
 //!   handful of outbound attempts, not a flood;
 //! - concurrent misses for one server share one fetch;
-//! - at most [`Keyring::max_blocked`] workers wait on fetches at once, so requests whose keys
+//! - at most `workers - 1` workers wait on fetches at once (a quarter of them per requesting
+//!   address, three quarters for servers we know no key of), so requests whose keys
 //!   are cached keep being served while a slow server times out.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use invited_matrix::{KeyId, ServerName, VerifyKey};
 
 use crate::config::FederationConfig;
+use crate::federation::fetch_slots::FetchSlots;
 use crate::federation::key_fetch::{KeyFetcher, NotaryKey};
 use crate::store::{RemoteKeyRow, StorePool};
 
@@ -119,8 +121,8 @@ pub struct Keyring {
     fetcher: KeyFetcher,
     store: Arc<StorePool>,
     servers: Mutex<HashMap<String, ServerState>>,
-    blocked: AtomicUsize,
-    max_blocked: usize,
+    /// Who may wait on fetches (shares per requester and for unknown servers).
+    slots: FetchSlots,
 }
 
 impl fmt::Debug for Keyring {
@@ -132,14 +134,6 @@ impl fmt::Debug for Keyring {
 }
 
 /// Decrements a counter when dropped.
-struct Blocked<'a>(&'a AtomicUsize);
-
-impl Drop for Blocked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 impl Keyring {
     /// `workers` is the size of the worker pool: at most `workers - 1` may wait on fetches.
     pub fn new(
@@ -153,8 +147,7 @@ impl Keyring {
             our_name,
             store,
             servers: Mutex::new(HashMap::new()),
-            blocked: AtomicUsize::new(0),
-            max_blocked: workers.saturating_sub(1).max(1),
+            slots: FetchSlots::new(workers.saturating_sub(1).max(1)),
         })
     }
 
@@ -170,7 +163,20 @@ impl Keyring {
         key_id: &KeyId,
         purpose: KeyPurpose,
     ) -> Result<VerifyKey, KeyError> {
-        self.get_inner(server, key_id, purpose, Lookup::Full)
+        self.get_inner(server, key_id, purpose, Lookup::Full, None)
+    }
+
+    /// [`Keyring::get`] for authenticating a request from `requester`: a fetch it causes
+    /// counts against that address's share of the fetch slots.
+    pub fn get_for_request(
+        &self,
+        server: &ServerName,
+        key_id: &KeyId,
+        now_ms: i64,
+        requester: IpAddr,
+    ) -> Result<VerifyKey, KeyError> {
+        let purpose = KeyPurpose::Request { now_ms };
+        self.get_inner(server, key_id, purpose, Lookup::Full, Some(requester))
     }
 
     /// Key lookup for event signatures (what `verify_event_signatures` asks for), under a
@@ -191,7 +197,7 @@ impl Keyring {
             let found = match scope {
                 FetchScope::Any => self.get(&server, key_id, purpose),
                 FetchScope::Only(allowed) if allowed.iter().any(|a| *a == server.as_str()) => {
-                    self.get_inner(&server, key_id, purpose, Lookup::Direct)
+                    self.get_inner(&server, key_id, purpose, Lookup::Direct, None)
                 }
                 FetchScope::Only(_) => {
                     self.cached(server.as_str(), key_id, purpose)
@@ -219,6 +225,7 @@ impl Keyring {
         key_id: &KeyId,
         purpose: KeyPurpose,
         how: Lookup,
+        requester: Option<IpAddr>,
     ) -> Result<VerifyKey, KeyError> {
         let name = server.as_str();
         if let Some(key) = self.cached(name, key_id, purpose) {
@@ -231,7 +238,10 @@ impl Keyring {
         // without the lock: at most one per fetch in progress.
         let (_waiting, _fetching) = match how {
             Lookup::Full | Lookup::Direct => {
-                let waiting = self.count_waiter()?;
+                let known = lock(&self.servers)
+                    .get(name)
+                    .is_some_and(|s| !s.keys.is_empty());
+                let waiting = self.slots.take(!known, requester).ok_or(KeyError::Busy)?;
                 (Some(waiting), Some(lock(&fetch_lock)))
             }
             Lookup::InsideFetch => (None, None),
@@ -259,15 +269,6 @@ impl Keyring {
             });
         }
         Ok(state.fetch_lock.clone())
-    }
-
-    /// Counts one more worker waiting on a fetch, or says we are too busy.
-    fn count_waiter(&self) -> Result<Blocked<'_>, KeyError> {
-        if self.blocked.fetch_add(1, Ordering::SeqCst) >= self.max_blocked {
-            self.blocked.fetch_sub(1, Ordering::SeqCst);
-            return Err(KeyError::Busy);
-        }
-        Ok(Blocked(&self.blocked))
     }
 
     /// After waiting for the server's fetch lock: another request may have fetched
@@ -310,7 +311,7 @@ impl Keyring {
         let name = server.as_str();
         let notary_key = |notary: &ServerName, key_id: &KeyId, now_ms: i64| {
             let purpose = KeyPurpose::Request { now_ms };
-            self.get_inner(notary, key_id, purpose, Lookup::InsideFetch)
+            self.get_inner(notary, key_id, purpose, Lookup::InsideFetch, None)
                 .map_err(|e| e.to_string())
         };
         let fetched = self.fetcher.fetch(
@@ -544,7 +545,7 @@ mod tests {
             scope.spawn(|| {
                 let now_ms = crate::time::now_ms();
                 let purpose = KeyPurpose::Request { now_ms };
-                let found = keyring.get_inner(&notary, &key_id, purpose, Lookup::InsideFetch);
+                let found = keyring.get_inner(&notary, &key_id, purpose, Lookup::InsideFetch, None);
                 let _ = done.send(found.is_err());
             });
             let answered = finished.recv_timeout(Duration::from_secs(5));

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod discovery;
+pub mod fetch_slots;
 pub mod ip_filter;
 pub mod key_fetch;
 pub mod key_validity;
