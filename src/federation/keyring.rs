@@ -460,6 +460,17 @@ fn remote_key_from_row(row: &RemoteKeyRow) -> Option<RemoteKey> {
 mod tests {
     use super::*;
 
+    /// A keyring named us.example, default federation settings, 4 workers.
+    fn test_keyring(store: Arc<crate::store::StorePool>) -> Keyring {
+        Keyring::new(
+            ServerName::parse("us.example").unwrap(),
+            &crate::config::Config::embedded_default().federation,
+            store,
+            4,
+        )
+        .unwrap()
+    }
+
     /// Another process holds the database (here: an exclusive lock, so every read waits for
     /// its busy timeout). A lookup that must read the database waits; a lookup of a server
     /// already in memory must not wait behind it.
@@ -483,13 +494,7 @@ mod tests {
             .unwrap();
         store.close().unwrap();
         let pool = Arc::new(StorePool::new(&path));
-        let keyring = Keyring::new(
-            ServerName::parse("us.example").unwrap(),
-            &crate::config::Config::embedded_default().federation,
-            pool.clone(),
-            4,
-        )
-        .unwrap();
+        let keyring = test_keyring(pool.clone());
         let key_id = KeyId::parse("ed25519:k").unwrap();
         let purpose = KeyPurpose::Request { now_ms: now };
         assert!(keyring.cached("b.example", &key_id, purpose).is_some());
@@ -526,13 +531,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
         crate::store::Store::open(&path).unwrap().close().unwrap();
-        let keyring = Keyring::new(
-            ServerName::parse("us.example").unwrap(),
-            &crate::config::Config::embedded_default().federation,
-            Arc::new(crate::store::StorePool::new(&path)),
-            4,
-        )
-        .unwrap();
+        let keyring = test_keyring(Arc::new(crate::store::StorePool::new(&path)));
         // A loopback notary: the default IP block list refuses it at once, without traffic.
         let notary = ServerName::parse("127.0.0.1:9").unwrap();
         let key_id = KeyId::parse("ed25519:n").unwrap();
@@ -567,13 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
         crate::store::Store::open(&path).unwrap().close().unwrap();
-        let keyring = Keyring::new(
-            ServerName::parse("us.example").unwrap(),
-            &crate::config::Config::embedded_default().federation,
-            Arc::new(crate::store::StorePool::new(&path)),
-            4,
-        )
-        .unwrap();
+        let keyring = test_keyring(Arc::new(crate::store::StorePool::new(&path)));
         let mut servers = lock(&keyring.servers);
         keyring.state_mut(&mut servers, "old.example");
         for i in 0..MEMORY_MAX_SERVERS - 2 {

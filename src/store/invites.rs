@@ -437,6 +437,27 @@ mod tests {
     use super::*;
     use crate::store::tests::temp_store;
 
+    /// A minimal pending v2 invite with this event ID (tests change what they need).
+    fn sample(event_id: &str) -> NewInvite {
+        NewInvite {
+            event_id: event_id.into(),
+            room_id: "!r:a".into(),
+            room_version: "1".into(),
+            invitee: "@b:us".into(),
+            sender: "@a:a".into(),
+            origin: "a".into(),
+            origin_server_ts: 1,
+            received_ts: 2,
+            api: Api::V2,
+            create_event_as_pdu: false,
+            event_fingerprint: "fp".into(),
+            signed_event: "{}".into(),
+            state: InviteState::Pending,
+            room_state: vec![],
+            warnings: vec![],
+        }
+    }
+
     /// What the writer returns for a fresh insert (built in Rust) must equal what a retry
     /// reads back, byte for byte.
     #[test]
@@ -444,19 +465,8 @@ mod tests {
         let (_dir, mut store) = temp_store();
         for api in [Api::V1, Api::V2] {
             let invite = NewInvite {
-                event_id: format!("$e{}", api.number()),
-                room_id: "!r:a".into(),
-                room_version: "1".into(),
-                invitee: "@b:us".into(),
-                sender: "@a:a".into(),
-                origin: "a".into(),
-                origin_server_ts: 1,
-                received_ts: 2,
                 api,
-                create_event_as_pdu: false,
-                event_fingerprint: "fp".into(),
                 signed_event: r#"{"a":"\u00e9\"x"}"#.into(),
-                state: InviteState::Pending,
                 room_state: vec![RoomStateRow {
                     event_type: "m.room.create".into(),
                     state_key: String::new(),
@@ -465,6 +475,7 @@ mod tests {
                     pdu: Some("{\"type\":\"m.room.create\"}".into()),
                 }],
                 warnings: vec!["w".into()],
+                ..sample(&format!("$e{}", api.number()))
             };
             let fresh = store.insert_invite(&invite).unwrap();
             let stored = store.find_invite(&invite.event_id).unwrap().unwrap();
@@ -482,23 +493,7 @@ mod tests {
     #[test]
     fn reject_never_overwrites_a_concurrent_accept() {
         let (dir, mut store) = temp_store();
-        let invite = |id: &str| NewInvite {
-            event_id: id.into(),
-            room_id: "!r:a".into(),
-            room_version: "1".into(),
-            invitee: "@b:us".into(),
-            sender: "@a:a".into(),
-            origin: "a".into(),
-            origin_server_ts: 1,
-            received_ts: 2,
-            api: Api::V2,
-            create_event_as_pdu: false,
-            event_fingerprint: "fp".into(),
-            signed_event: "{}".into(),
-            state: InviteState::Pending,
-            room_state: vec![],
-            warnings: vec![],
-        };
+        let invite = sample;
         store.insert_invite(&invite("$e")).unwrap();
         let host = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
         host.busy_timeout(std::time::Duration::from_millis(100))
@@ -531,23 +526,7 @@ mod tests {
     #[test]
     fn every_state_is_allowed_by_the_schema() {
         let (_dir, mut store) = temp_store();
-        let mut invite = NewInvite {
-            event_id: String::new(),
-            room_id: "!r:a".into(),
-            room_version: "1".into(),
-            invitee: "@b:us".into(),
-            sender: "@a:a".into(),
-            origin: "a".into(),
-            origin_server_ts: 1,
-            received_ts: 2,
-            api: Api::V2,
-            create_event_as_pdu: false,
-            event_fingerprint: "fp".into(),
-            signed_event: "{}".into(),
-            state: InviteState::Pending,
-            room_state: vec![],
-            warnings: vec![],
-        };
+        let mut invite = sample("");
         for (i, state) in InviteState::ALL.iter().enumerate() {
             invite.event_id = format!("$e{i}");
             invite.state = *state;
