@@ -219,7 +219,9 @@ fn main() {
         US,
         "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\"]\n\
          [rate_limits]\nper_origin_per_second = 1000000.0\nper_origin_burst = 1000000\n\
-         per_invitee_per_second = 1000000.0\nper_invitee_burst = 1000000\n",
+         per_invitee_per_second = 1000000.0\nper_invitee_burst = 1000000\n\
+         total_per_second = 1000000.0\ntotal_burst = 1000000\n\
+         [http]\nmax_connections_per_ip = 1024\n",
     );
     let text = std::fs::read_to_string(&config)
         .unwrap()
