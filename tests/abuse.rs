@@ -57,6 +57,14 @@ fn put(h: &Harness, inv: &Invite) -> Answer {
     )
 }
 
+/// Invites in the database.
+fn stored_invites(h: &Harness) -> i64 {
+    h.invited
+        .db()
+        .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+        .unwrap()
+}
+
 /// A room-state PDU that claims to come from `server`: an origin-signed state event whose
 /// sender and signature are moved to that server's name (its signature cannot verify, but
 /// checking it needs `server`'s key).
@@ -149,12 +157,7 @@ fn room_state_is_capped() {
     }
     let inv = invite_in_room(&h.origin, "11", &room_id, &state, BOB);
     assert_error(&put(&h, &inv), 413, "M_TOO_LARGE", "90 kB of room state");
-    let stored: i64 = h
-        .invited
-        .db()
-        .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(stored_invites(&h), 0);
 }
 
 /// Policy runs before any key is fetched for the invite: a refused invite whose create event
@@ -227,12 +230,7 @@ fn low_disk_space_is_a_503_not_a_full_disk() {
     let answer = put(&h, &inv);
     assert_error(&answer, 503, "M_UNKNOWN", "low disk space");
     assert_eq!(answer.retry_after.as_deref(), Some("60"));
-    let stored: i64 = h
-        .invited
-        .db()
-        .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(stored_invites(&h), 0);
 }
 
 /// Past the ceiling on new invites over all origins, 503 with `Retry-After`: our capacity, a
