@@ -1274,3 +1274,55 @@ fn an_answered_invite_survives_sigkill() {
     );
     assert_eq!(table_counts(invited)[0], 5);
 }
+
+/// Room versions 1 and 2 let the sender choose event IDs. Another origin that sends an invite
+/// under an event ID we already hold learns nothing from the answer: it is the same as for an
+/// ID we never saw (the event ID's server must sign the event, and that check comes first).
+#[test]
+fn no_origin_learns_which_event_ids_we_hold() {
+    let h = Harness::start("");
+    let stranger = TestOrigin::start_as(&h.ca, "localhost");
+    for version in ["1", "2"] {
+        let held = valid_invite(&h.origin, version, &bob());
+        let first = put(&h.invited, &held.path, &held.body, &h.origin);
+        assert_eq!(first.status, 200, "{}", first.text);
+
+        // The stranger's own invite, relabelled with an event ID of the first origin's.
+        let answer_for = |event_id: &str| {
+            let (create, room_id) = stranger.create_event(version, "eve");
+            let mut raw = stranger.raw_invite(version, &room_id, &bob());
+            raw["event_id"] = json!(event_id);
+            let mut inv =
+                common::invites::sign_invite(&stranger, version, &room_id, &[create], &raw);
+            inv.path = invite_path(2, &room_id, event_id);
+            put(&h.invited, &inv.path, &inv.body, &stranger)
+        };
+        let known = answer_for(&held.event_id);
+        let unknown = answer_for(&format!(
+            "$never{}:{}",
+            common::origin::unique(),
+            h.origin.name()
+        ));
+        assert_eq!(
+            (known.status, known.json["errcode"].clone()),
+            (unknown.status, unknown.json["errcode"].clone()),
+            "v{version}: held ID answered {}, unknown ID {}",
+            known.text,
+            unknown.text
+        );
+        let redact = |t: &str| t.replace(&held.event_id, "ID").replace("$never", "ID");
+        assert!(
+            !known.text.contains("already"),
+            "v{version}: the answer tells that the ID is held: {}",
+            redact(&known.text)
+        );
+        assert_eq!(
+            count(
+                &h.invited,
+                "SELECT count(*) FROM invites WHERE event_id = ?1",
+                Some(&held.event_id)
+            ),
+            1
+        );
+    }
+}

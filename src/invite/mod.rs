@@ -179,12 +179,14 @@ fn handle_authenticated(
     // A retry of an invite we already answered: same answer, no second effect. The request
     // signature above was checked, so a stored event only goes back to its own origin.
     let fingerprint = fingerprint(&event);
-    if let Some(stored) = ctx
+    let held = ctx
         .store
         .with(|s| s.find_invite(event_id.as_str()))
-        .map_err(store_failed)?
+        .map_err(store_failed)?;
+    if let Some(stored) = &held
+        && is_retry(stored, sender_server, &fingerprint)
     {
-        return Ok(replay(&stored, sender_server, &fingerprint, api)?);
+        return Ok(replay(stored, sender_server, &fingerprint, api)?);
     }
 
     // 6. Policy first: operator rules, the invitee's settings, room under the rate limits.
@@ -206,6 +208,12 @@ fn handle_authenticated(
     verify_event_signatures_with(&event, version, &bytes, &keys)
         .map_err(|e| invalid(format!("The invite event's signature check failed: {e}")))?;
     check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
+    // A different event under an ID we hold. Said only now: in room versions 1 and 2 the
+    // sender picks the ID, and only the ID's own server (whose signature just verified) may
+    // learn that we hold it.
+    if let Some(stored) = &held {
+        return Err(conflict(stored).into());
+    }
 
     // 8. invite_room_state (MSC4311).
     let (room_state, warnings) = check_room_state(
@@ -278,6 +286,19 @@ fn handle_authenticated(
     Ok(replay(&stored, sender_server, &fingerprint, api)?)
 }
 
+/// The answer for a different event under the ID of `stored`.
+fn conflict(stored: &StoredInvite) -> MatrixError {
+    invalid(format!(
+        "A different invite event was already received with the ID {}",
+        stored.event_id
+    ))
+}
+
+/// Whether a request is a retry of `stored`: the same event from the same origin.
+fn is_retry(stored: &StoredInvite, origin: &ServerName, fingerprint: &str) -> bool {
+    stored.origin == origin.as_str() && stored.event_fingerprint == fingerprint
+}
+
 /// The answer for a stored invite, if this request is the same invite from the same origin.
 fn replay(
     stored: &StoredInvite,
@@ -285,11 +306,8 @@ fn replay(
     fingerprint: &str,
     api: Api,
 ) -> Result<Response, MatrixError> {
-    if stored.origin != origin.as_str() || stored.event_fingerprint != fingerprint {
-        return Err(invalid(format!(
-            "A different invite event was already received with the ID {}",
-            stored.event_id
-        )));
+    if !is_retry(stored, origin, fingerprint) {
+        return Err(conflict(stored));
     }
     Ok(Response::json(
         200,
