@@ -99,6 +99,7 @@ struct HttpFormat {
     max_body_bytes: Option<i64>,
     request_timeout_secs: Option<i64>,
     keep_alive_secs: Option<i64>,
+    max_queue_wait_secs: Option<i64>,
 }
 
 /// Turns the file as written into the validated configuration, one section at a time; each
@@ -269,6 +270,13 @@ fn http_section(h: HttpFormat) -> Result<HttpConfig, ConfigError> {
             30,
             1,
             3600,
+        )?),
+        max_queue_wait: secs(in_range(
+            "http.max_queue_wait_secs",
+            h.max_queue_wait_secs,
+            10,
+            1,
+            600,
         )?),
     };
     if config.max_body_bytes > config.max_buffered_body_bytes {

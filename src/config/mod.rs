@@ -86,6 +86,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub keep_alive_timeout: Duration,
+    /// How long a complete request may wait for a worker before it gets 503.
+    pub max_queue_wait: Duration,
 }
 
 /// `[invites]`: how invites are checked.
@@ -213,6 +215,7 @@ impl Config {
             max_body_bytes: self.http.max_body_bytes,
             request_timeout: self.http.request_timeout,
             keep_alive_timeout: self.http.keep_alive_timeout,
+            max_queue_wait: self.http.max_queue_wait,
             ..invited_http::Limits::default()
         }
     }

@@ -204,6 +204,10 @@ pub struct Limits {
     pub max_requests_per_connection: usize,
     /// Time allowed for a TLS handshake, counted from accept.
     pub tls_handshake_timeout: Duration,
+    /// Time a complete request may wait for a free worker. One that waited longer gets 503
+    /// ([`EdgeError::Overloaded`], with `Retry-After`) instead of being handled: its client has
+    /// likely given up, and handling it would only make the requests behind it wait longer.
+    pub max_queue_wait: Duration,
 }
 
 impl Default for Limits {
@@ -222,6 +226,7 @@ impl Default for Limits {
             first_byte_timeout: Duration::from_secs(5),
             max_requests_per_connection: 1000,
             tls_handshake_timeout: Duration::from_secs(10),
+            max_queue_wait: Duration::from_secs(10),
         }
     }
 }

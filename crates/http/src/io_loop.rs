@@ -28,6 +28,8 @@ pub(crate) enum ToIo {
 pub(crate) struct Job {
     pub conn: Box<Conn>,
     pub work: Work,
+    /// When it was queued, for [`crate::Limits::max_queue_wait`].
+    pub queued_at: Instant,
 }
 
 /// Read chunk size; reads never ask for more than the current request still needs.
@@ -236,7 +238,15 @@ impl IoLoop {
             Step::Wait => conns.push(conn),
             Step::Close => log::debug!("{}: closed", conn.peer()),
             Step::Dispatch(work) => {
-                if self.jobs.send(Job { conn, work }).is_err() {
+                if self
+                    .jobs
+                    .send(Job {
+                        conn,
+                        work,
+                        queued_at: Instant::now(),
+                    })
+                    .is_err()
+                {
                     log::error!("no worker left to take a request");
                 }
             }

@@ -44,7 +44,24 @@ impl Worker {
     }
 
     fn serve(&self, job: Job) {
-        let Job { mut conn, work } = job;
+        let Job {
+            mut conn,
+            work,
+            queued_at,
+        } = job;
+        let work = match work {
+            Work::Request { request, .. } if queued_at.elapsed() > self.limits.max_queue_wait => {
+                log::info!(
+                    "{}: {} {} waited {:?} for a worker; answered 503",
+                    conn.peer(),
+                    request.method,
+                    request.path(),
+                    queued_at.elapsed()
+                );
+                Work::Refuse(EdgeError::Overloaded)
+            }
+            work => work,
+        };
         let (response, persist, head) = match work {
             Work::Request {
                 request,

@@ -123,3 +123,29 @@ fn a_client_that_does_not_read_holds_a_worker_only_until_the_write_deadline() {
     );
     drop(stuck);
 }
+
+/// A request that waited longer than `max_queue_wait` for a worker is answered 503 with
+/// `Retry-After` without reaching the handler; its client has likely given up already.
+#[test]
+fn a_request_that_waited_too_long_for_a_worker_gets_503() {
+    let (server, _handler) = TestServer::start(ServerOptions {
+        workers: 1,
+        ..options(Limits {
+            max_queue_wait: Duration::from_millis(300),
+            ..test_limits()
+        })
+    });
+    let mut slow = server.connect();
+    slow.send(b"GET /sleep/1000 HTTP/1.1\r\nHost: x\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut queued = server.connect();
+    let started = Instant::now();
+    let late = queued.request(b"GET /sleep/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(late.status, 503, "{}", late.text());
+    assert_eq!(late.header("retry-after"), Some("1"));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(slow.response().status, 200);
+    // Once the worker is free, requests are served again.
+    let fresh = server.request(b"GET /sleep/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(fresh.status, 200);
+}

@@ -31,6 +31,7 @@ pub fn test_limits() -> Limits {
         first_byte_timeout: Duration::from_secs(5),
         max_requests_per_connection: 100,
         tls_handshake_timeout: Duration::from_secs(5),
+        max_queue_wait: Duration::from_secs(5),
     }
 }
 
