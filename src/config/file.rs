@@ -68,6 +68,7 @@ struct InvitesFormat {
     room_state_checks: Option<RoomStateChecks>,
     max_room_state_entries: Option<i64>,
     max_room_state_bytes: Option<i64>,
+    max_request_bytes: Option<i64>,
     min_free_disk_mb: Option<i64>,
 }
 
@@ -191,7 +192,7 @@ fn federation_section(
 
 /// `[invites]`: how strictly room state is checked, and how much of it is accepted.
 fn invites_section(f: InvitesFormat) -> Result<InvitesConfig, ConfigError> {
-    Ok(InvitesConfig {
+    let config = InvitesConfig {
         room_state_checks: f.room_state_checks.unwrap_or(RoomStateChecks::Spec),
         max_room_state_entries: in_range(
             "invites.max_room_state_entries",
@@ -207,6 +208,13 @@ fn invites_section(f: InvitesFormat) -> Result<InvitesConfig, ConfigError> {
             16 * 1024,
             8 * 1024 * 1024,
         )? as usize,
+        max_request_bytes: in_range(
+            "invites.max_request_bytes",
+            f.max_request_bytes,
+            384 * 1024,
+            64 * 1024,
+            64 * 1024 * 1024,
+        )? as usize,
         min_free_disk_bytes: in_range(
             "invites.min_free_disk_mb",
             f.min_free_disk_mb,
@@ -217,7 +225,15 @@ fn invites_section(f: InvitesFormat) -> Result<InvitesConfig, ConfigError> {
         .unsigned_abs()
             * 1024
             * 1024,
-    })
+    };
+    if config.max_request_bytes < config.max_room_state_bytes {
+        return Err(ConfigError(format!(
+            "invites.max_request_bytes {} is less than invites.max_room_state_bytes {}: \
+             no invite with that much room state could be read; raise max_request_bytes",
+            config.max_request_bytes, config.max_room_state_bytes
+        )));
+    }
+    Ok(config)
 }
 
 /// `[http]`: the edge's limits.

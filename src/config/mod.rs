@@ -98,6 +98,10 @@ pub struct InvitesConfig {
     pub max_room_state_entries: usize,
     /// Bytes of `invite_room_state` at most (contents and full PDUs, as stored).
     pub max_room_state_bytes: usize,
+    /// Bytes of an invite request's body at most (413 before parsing): the room state, the
+    /// event (at most 64 KiB) and the wrapping. Below the edge's `http.max_body_bytes`, which
+    /// other endpoints need.
+    pub max_request_bytes: usize,
     /// Below this much free space on the data directory's disk, new invites get 503 (which
     /// senders retry) instead of filling the disk. 0: no check.
     pub min_free_disk_bytes: u64,
@@ -289,6 +293,7 @@ per_invitee_burst = 3
         assert_eq!(c.invites.room_state_checks, RoomStateChecks::Strict);
         assert_eq!(c.invites.max_room_state_entries, 20);
         assert_eq!(c.invites.max_room_state_bytes, 256 * 1024);
+        assert_eq!(c.invites.max_request_bytes, 384 * 1024);
         assert!(c.policy.refuse_all);
         assert_eq!(c.policy.deny_servers, vec!["*.spam.example".to_owned()]);
         assert_eq!(c.policy.per_origin_per_second, 0.5);
@@ -322,6 +327,10 @@ per_invitee_burst = 3
             (
                 "[federation]\ntrusted_key_servers = [\"a/b\"]",
                 "federation.trusted_key_servers: ",
+            ),
+            (
+                "[invites]\nmax_room_state_bytes = 400000\nmax_request_bytes = 300000",
+                "invites.max_request_bytes 300000 is less than invites.max_room_state_bytes",
             ),
             (
                 "[http]\nmax_body_bytes = 1",

@@ -92,6 +92,15 @@ pub fn handle(
     if request.body.is_empty() {
         return Err(MatrixError::not_json("The request body is empty"));
     }
+    if request.body.len() > ctx.invites.max_request_bytes {
+        return Err(MatrixError::new(
+            ErrCode::TooLarge,
+            format!(
+                "An invite request may have {} bytes at most ([invites] max_request_bytes)",
+                ctx.invites.max_request_bytes
+            ),
+        ));
+    }
     let body = json::parse_bytes(&request.body).map_err(|e| {
         if e.kind == json::JsonErrorKind::TooManyValues {
             MatrixError::new(ErrCode::TooLarge, format!("Content refused: {e}"))
