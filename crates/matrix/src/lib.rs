@@ -23,6 +23,7 @@ pub mod ids;
 pub mod invite;
 pub mod invitee_settings;
 pub mod json;
+pub mod leave;
 pub mod pdu;
 pub mod redaction;
 pub mod room_version;
