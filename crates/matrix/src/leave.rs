@@ -298,7 +298,7 @@ mod tests {
     struct OneKey(String, VerifyKey);
     impl EventKeys for OneKey {
         fn event_key(&self, server: &str, _key_id: &KeyId) -> Option<VerifyKey> {
-            (server == self.0).then(|| self.1)
+            (server == self.0).then_some(self.1)
         }
     }
 
