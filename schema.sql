@@ -284,3 +284,151 @@ SELECT
     i.signed_event
 FROM invites AS i
 WHERE i.state = 'pending';
+
+-- migration 6: the rest of an invite's life — rejecting it over federation, the inviter
+-- withdrawing it — and the outbox that delivers what must reach other servers
+-- The invites table again, for its new states (SQLite cannot change a CHECK in place):
+--   pending           answered 200, waiting for the user
+--   ignored           answered 200, hidden from the user by policy
+--   accepted          the host joined the room (set by the host)
+--   rejecting         the user said no; invited is delivering the rejection (make_leave +
+--                     send_leave to a server of the room). Setting this state is how the host
+--                     asks for it: UPDATE invites SET state = 'rejecting' WHERE event_id = ?
+--   rejected          a server of the room accepted our leave event (see rejections); a host
+--                     writing 'rejected' directly means "rejected here, nothing sent" as before
+--   rejected_locally  delivery gave up, or the rejection was local only: nobody in the room
+--                     was told, the inviter still sees the invite
+--   rescinded         the inviter withdrew the invite (their leave or ban event, in rescinds)
+CREATE TABLE invites_new (
+    event_id          TEXT PRIMARY KEY NOT NULL,
+    room_id           TEXT NOT NULL,
+    room_version      TEXT NOT NULL,
+    invitee           TEXT NOT NULL,
+    sender            TEXT NOT NULL,
+    origin            TEXT NOT NULL,
+    origin_server_ts  INTEGER NOT NULL,
+    received_ts       INTEGER NOT NULL,
+    state             TEXT NOT NULL DEFAULT 'pending'
+                      CHECK (state IN ('pending', 'ignored', 'accepted', 'rejecting',
+                                       'rejected', 'rejected_locally', 'rescinded')),
+    state_changed_ts  INTEGER,
+    api_version       INTEGER NOT NULL CHECK (api_version IN (1, 2)),
+    event_fingerprint TEXT NOT NULL,
+    signed_event      TEXT NOT NULL,
+    create_event_as_pdu INTEGER NOT NULL DEFAULT 0 CHECK (create_event_as_pdu IN (0, 1))
+) STRICT;
+INSERT INTO invites_new
+SELECT event_id, room_id, room_version, invitee, sender, origin, origin_server_ts, received_ts,
+       state, state_changed_ts, api_version, event_fingerprint, signed_event,
+       create_event_as_pdu
+FROM invites;
+DROP VIEW pending_invites;
+DROP VIEW pending_invites_readable;
+DROP TABLE invites;
+ALTER TABLE invites_new RENAME TO invites;
+CREATE INDEX invites_by_invitee ON invites (invitee, state);
+CREATE INDEX invites_by_origin ON invites (origin, received_ts);
+-- A rescind names the room and the invitee.
+CREATE INDEX invites_by_room ON invites (room_id, invitee);
+CREATE VIEW pending_invites AS
+SELECT
+    i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+    i.origin_server_ts, i.received_ts,
+    (SELECT json_group_array(json(
+                CASE WHEN s.type = 'm.room.create' AND s.state_key = '' AND p.pdu IS NOT NULL
+                          AND i.create_event_as_pdu = 1
+                     THEN p.pdu
+                     ELSE json_object('type', s.type, 'state_key', s.state_key,
+                                      'sender', s.sender, 'content', json(s.content))
+                END))
+       FROM (SELECT * FROM invite_room_state s2 WHERE s2.event_id = i.event_id
+             ORDER BY s2.position) AS s
+       LEFT JOIN pdus AS p ON p.sha256 = s.pdu_sha256) AS invite_state,
+    i.signed_event
+FROM invites AS i
+WHERE i.state = 'pending';
+CREATE VIEW pending_invites_readable AS
+SELECT i.invitee, i.sender AS inviter, i.origin,
+       (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+         WHERE s.event_id = i.event_id AND s.type = 'm.room.name' AND s.state_key = ''
+         LIMIT 1) AS room_name,
+       i.room_id,
+       CAST((strftime('%s', 'now') * 1000 - i.received_ts) / 60000 AS INTEGER) AS age_minutes,
+       i.event_id
+FROM invites AS i
+WHERE i.state = 'pending'
+ORDER BY i.received_ts DESC;
+
+-- Work that must reach another server, kept until it is delivered or given up: one row per
+-- thing to deliver, whatever its kind. The running server picks up due rows (it looks at
+-- least every second), one delivery at a time per row; a row survives restarts and crashes.
+CREATE TABLE outbox (
+    id               INTEGER PRIMARY KEY,
+    -- What is delivered: 'rejection' (subject: the invite's event ID; details in rejections).
+    kind             TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    created_ts       INTEGER NOT NULL,
+    -- Delivery attempts made so far, when the next is due, and why the last one failed.
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ts  INTEGER NOT NULL,
+    last_error       TEXT,
+    -- NULL while there is work left; when it was delivered or given up otherwise.
+    finished_ts      INTEGER,
+    UNIQUE (kind, subject)
+) STRICT;
+CREATE INDEX outbox_due ON outbox (next_attempt_ts) WHERE finished_ts IS NULL;
+
+-- Rejections asked for (invites.state 'rejecting' and after): what the user said, and what
+-- delivery did. Attempts, errors and timing are in the outbox row (kind 'rejection').
+CREATE TABLE rejections (
+    event_id        TEXT PRIMARY KEY NOT NULL REFERENCES invites (event_id) ON DELETE CASCADE,
+    -- The reason the user gave (content.reason of our leave event), if any.
+    reason          TEXT,
+    requested_ts    INTEGER NOT NULL,
+    -- Our signed leave event (canonical JSON) and its ID: stored before it is first sent, so
+    -- a retry resends exactly this event to leave_server, the server whose template it is.
+    leave_event     TEXT,
+    leave_event_id  TEXT,
+    leave_server    TEXT,
+    -- Servers that refused for good (a 4xx that will not change), as a JSON array.
+    refused_by      TEXT NOT NULL DEFAULT '[]',
+    -- The server whose send_leave answered 200.
+    accepted_by     TEXT
+) STRICT;
+
+-- Setting an invite to 'rejecting' (the CLI, or the host's own UPDATE) asks for delivery.
+CREATE TRIGGER invites_rejecting AFTER UPDATE OF state ON invites
+WHEN NEW.state = 'rejecting' AND OLD.state <> 'rejecting'
+BEGIN
+    INSERT OR IGNORE INTO rejections (event_id, requested_ts)
+    VALUES (NEW.event_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+    INSERT OR IGNORE INTO outbox (kind, subject, created_ts, next_attempt_ts)
+    VALUES ('rejection', NEW.event_id,
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+            CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+END;
+
+-- Invites the inviter withdrew: their leave (a kick) or ban event, received in a /send
+-- transaction and checked (signed by the inviter's server, sent by the inviter, naming the
+-- invite among its auth_events).
+CREATE TABLE rescinds (
+    invite_event_id TEXT PRIMARY KEY NOT NULL REFERENCES invites (event_id) ON DELETE CASCADE,
+    -- The withdrawing event's ID, and the PDU as received (canonical JSON).
+    event_id        TEXT NOT NULL,
+    pdu             TEXT NOT NULL,
+    -- The server that sent the transaction, and when we received it.
+    origin          TEXT NOT NULL,
+    received_ts     INTEGER NOT NULL
+) STRICT;
+
+-- /send transactions that changed something, with the answer we gave, so that a retry of the
+-- same (origin, txn_id) gets the same answer and no second effect. Kept a day (the sender
+-- retries within minutes).
+CREATE TABLE transactions (
+    origin       TEXT NOT NULL,
+    txn_id       TEXT NOT NULL,
+    received_ts  INTEGER NOT NULL,
+    response     TEXT NOT NULL,
+    PRIMARY KEY (origin, txn_id)
+) STRICT;
+CREATE INDEX transactions_by_ts ON transactions (received_ts);

@@ -14,6 +14,7 @@ pub mod fatal;
 pub mod federation;
 pub mod invite;
 pub mod keys;
+pub mod outbox;
 pub mod policy;
 pub mod rate_limit;
 pub mod routes;
@@ -21,6 +22,7 @@ pub mod server;
 pub mod store;
 pub mod text;
 pub mod time;
+pub mod transaction;
 pub mod writer;
 
 pub use fatal::Error;

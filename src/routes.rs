@@ -20,6 +20,7 @@ use crate::keys;
 use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};
 use crate::time::now_ms;
+use crate::transaction::{self, TransactionContext};
 use crate::writer::Writer;
 
 /// What the request handlers share. Built once at start-up.
@@ -69,6 +70,8 @@ enum Route<'a> {
     Invite(Api, &'a str, &'a str),
     /// Profile queries: Synapse asks for the invitee's display name before every invite.
     QueryProfile,
+    /// Transactions, with the raw transaction ID: where an inviter's rescind arrives.
+    Send(&'a str),
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -85,6 +88,9 @@ fn route(path: &str) -> Option<Route<'_>> {
                 _ => None,
             };
         }
+    }
+    if let Some(txn) = path.strip_prefix("/_matrix/federation/v1/send/") {
+        return (!txn.is_empty() && !txn.contains('/')).then_some(Route::Send(txn));
     }
     match path {
         "/_matrix/key/v2/server" => Some(Route::ServerKeys),
@@ -136,6 +142,18 @@ impl App {
                     now_ms: now_ms(),
                 };
                 invite::handle(&ctx, request, api, &room, &event, origin)
+            }
+            (Route::Send(txn), "PUT") => {
+                let txn = percent_decode(txn).ok_or_else(|| {
+                    MatrixError::new(ErrCode::InvalidParam, "Bad percent-encoding of txnId")
+                })?;
+                let ctx = TransactionContext {
+                    our_name: &self.server_name,
+                    keyring: &self.keyring,
+                    store: &self.store,
+                    now_ms: now_ms(),
+                };
+                transaction::handle(&ctx, request, &txn, origin)
             }
             (_, method) => Err(MatrixError::method_not_allowed(method)),
         }
@@ -271,5 +289,11 @@ mod tests {
         assert!(route("/_matrix/federation/v2/invite/r").is_none());
         assert!(route("/_matrix/federation/v2/invite/r/e/x").is_none());
         assert!(route("/_matrix/federation/v2/invite//e").is_none());
+        assert!(matches!(
+            route("/_matrix/federation/v1/send/t%2F1"),
+            Some(Route::Send("t%2F1"))
+        ));
+        assert!(route("/_matrix/federation/v1/send/").is_none());
+        assert!(route("/_matrix/federation/v1/send/a/b").is_none());
     }
 }

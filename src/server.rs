@@ -10,7 +10,10 @@ use invited_http::{Server, ServerOptions};
 use crate::config::Config;
 use crate::fatal::Error;
 use crate::federation::keyring::Keyring;
+use crate::federation::outbound::Outbound;
 use crate::keys;
+use crate::outbox::Outbox;
+use crate::outbox::rejection::Rejections;
 use crate::policy::Policy;
 use crate::routes::App;
 use crate::store::{PolicyRule, RuleAction, RuleKind, Store, StorePool};
@@ -136,12 +139,18 @@ pub fn serve(config: Config) -> Result<(), Error> {
         log::info!("forgot {pruned} remote key(s) fetched more than 30 days ago");
     }
     let pool = Arc::new(StorePool::new(&config.database_path()));
+    let net = Arc::new(Outbound::new(
+        &config.federation,
+        config.server_name.clone(),
+        key.clone(),
+    )?);
     let keyring = Keyring::new(
         config.server_name.clone(),
         &config.federation,
         pool.clone(),
         config.workers,
-    )?;
+        net.clone(),
+    );
     let app = Arc::new(App {
         server_name: config.server_name.clone(),
         signing_key: key.clone(),
@@ -198,7 +207,18 @@ pub fn serve(config: Config) -> Result<(), Error> {
         key.key_id(),
         config.workers
     );
+    let outbox = Outbox::start(
+        pool.clone(),
+        vec![Arc::new(Rejections::new(
+            pool.clone(),
+            net,
+            config.server_name.clone(),
+            key.clone(),
+            &config.rejections,
+        ))],
+    )?;
     let result = server.run(app.clone());
+    outbox.stop();
     app.writer.stop();
     drop(app);
     pool.close()?;

@@ -1185,7 +1185,7 @@ fn invites_cli_contract() {
     );
 
     // invites show: the co-signed event as answered, the room state, the warnings.
-    let shown = cli_json(invited, &["invites", "show", &for_bob.event_id]);
+    let shown = cli_json(invited, &["invites", "show", &for_bob.event_id, "--json"]);
     assert_eq!(shown["event"], bob_answer.json["event"], "{shown}");
     assert_eq!(shown["event_id"], json!(for_bob.event_id));
     assert_eq!(shown["state"], json!("pending"));
@@ -1197,21 +1197,24 @@ fn invites_cli_contract() {
     assert_eq!(state[1]["content"], json!({"name": "Test room"}));
     assert!(shown["warnings"].is_array(), "{shown}");
 
-    // invites reject EVENT_ID.
-    let out = cli(invited, &["invites", "reject", &for_bob.event_id]);
+    // invites reject EVENT_ID --local-only (delivery over federation: tests/lifecycle.rs).
+    let out = cli(
+        invited,
+        &["invites", "reject", &for_bob.event_id, "--local-only"],
+    );
     assert!(
-        out.contains(&format!("rejected {}", for_bob.event_id)),
+        out.contains(&format!("rejected_locally {}", for_bob.event_id)),
         "{out}"
     );
     assert!(out.contains("1 invite(s) rejected"), "{out}");
     assert_eq!(
         state_of(invited, &for_bob.event_id).as_deref(),
-        Some("rejected")
+        Some("rejected_locally")
     );
     assert!(!in_view(invited, "pending_invites", &for_bob.event_id));
     let rejected = cli_json(
         invited,
-        &["invites", "list", "--state", "rejected", "--json"],
+        &["invites", "list", "--state", "rejected_locally", "--json"],
     );
     assert_eq!(rejected.as_array().unwrap().len(), 1);
     assert_eq!(rejected[0]["event_id"], json!(for_bob.event_id));
@@ -1225,7 +1228,10 @@ fn invites_cli_contract() {
     let ignored = invite_from(origin, "12", "mallory", &carol);
     let answer = put(invited, origin, &ignored);
     assert_accepted(invited, &ignored, &answer, "ignored", "ignored invite");
-    let out = cli(invited, &["invites", "reject", "--from-server", "10.*"]);
+    let out = cli(
+        invited,
+        &["invites", "reject", "--from-server", "10.*", "--local-only"],
+    );
     assert!(out.contains("0 invite(s) rejected"), "{out}");
     assert_eq!(
         state_of(invited, &for_carol.event_id).as_deref(),
@@ -1233,11 +1239,21 @@ fn invites_cli_contract() {
     );
     let out = cli(
         invited,
-        &["invites", "reject", "--from-server", "127.0.0.*"],
+        &[
+            "invites",
+            "reject",
+            "--from-server",
+            "127.0.0.*",
+            "--local-only",
+        ],
     );
     assert!(out.contains("2 invite(s) rejected"), "{out}");
     for id in [&for_carol.event_id, &ignored.event_id, &for_bob.event_id] {
-        assert_eq!(state_of(invited, id).as_deref(), Some("rejected"), "{id}");
+        assert_eq!(
+            state_of(invited, id).as_deref(),
+            Some("rejected_locally"),
+            "{id}"
+        );
     }
     assert_eq!(
         cli_json(

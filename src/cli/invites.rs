@@ -1,14 +1,19 @@
 //! `invited invites …`: list, show and reject received invites.
 
 use clap::Subcommand;
-use invited_matrix::glob::server_glob_match;
+use std::time::{Duration, Instant};
+
+use invited_matrix::glob::{server_glob_match, user_glob_match};
 use serde::Serialize;
 
 use super::json::{Canonical, print_json};
 use super::with_existing_store;
 use crate::config::Config;
 use crate::fatal::Error;
-use crate::store::{InviteDetails, InviteState, InviteSummary, RoomStateRow, Store};
+use crate::store::{
+    InviteDetails, InviteState, InviteSummary, OUTBOX_REJECTION, OutboxItem, Rejection,
+    RoomStateRow, Store,
+};
 use crate::text::printable;
 use crate::time::now_ms;
 
@@ -19,26 +24,45 @@ pub enum InvitesCommand {
         /// Only invites for this user.
         #[arg(long)]
         user: Option<String>,
-        /// Only invites in this state: pending, accepted, rejected, ignored.
+        /// Only invites in this state: pending, ignored, accepted, rejecting, rejected,
+        /// rejected_locally, rescinded.
         #[arg(long)]
         state: Option<String>,
         /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Show one invite as JSON: the co-signed event, its room state and warnings.
-    Show { event_id: String },
-    /// Mark invites as rejected in this server's database. This does NOT tell the inviting
-    /// server or the room: no leave event is sent (invited has no client side); the invite
-    /// only leaves the pending list. Give one of EVENT_ID, --from-server or --from-user.
+    /// Show one invite: its state, and what a rejection's delivery did so far. With --json:
+    /// the co-signed event, its room state and warnings, and `rejection` / `rescind`.
+    Show {
+        event_id: String,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject invites: the running server tells the room (make_leave + send_leave to the
+    /// inviting server, then others of the room), retrying until it succeeds or gives up
+    /// ([rejections] in the config). Without a running server the request waits in the
+    /// database. Give one of EVENT_ID, --from-server or --from-user.
     Reject {
         event_id: Option<String>,
         /// Every pending or ignored invite whose origin matches this server glob.
         #[arg(long, value_name = "GLOB")]
         from_server: Option<String>,
-        /// Every pending or ignored invite sent by this user.
-        #[arg(long, value_name = "USER")]
+        /// Every pending or ignored invite whose sender matches this user glob.
+        #[arg(long, value_name = "GLOB")]
         from_user: Option<String>,
+        /// The reason, shown to the room in our leave event.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Reject here only: nothing is sent, the inviter keeps seeing the invite
+        /// (state rejected_locally).
+        #[arg(long)]
+        local_only: bool,
+        /// Wait up to SECS for the outcome: exit 0 when a server of the room accepted the
+        /// rejection, 1 otherwise (printing the state and the last error).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
     },
 }
 
@@ -84,6 +108,12 @@ struct ShownInvite<'a> {
     invitee: &'a str,
     origin: &'a str,
     received_ts: i64,
+    /// What a rejection's delivery did (absent when none was asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<ShownRejection<'a>>,
+    /// The event that withdrew the invite (absent unless rescinded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rescind: Option<ShownRescind<'a>>,
     room_id: &'a str,
     room_version: &'a str,
     sender: &'a str,
@@ -119,6 +149,8 @@ impl<'a> ShownInvite<'a> {
             invitee: &s.invitee,
             origin: &s.origin,
             received_ts: s.received_ts,
+            rejection: None,
+            rescind: None,
             room_id: &s.room_id,
             room_version: &s.room_version,
             sender: &s.sender,
@@ -145,16 +177,24 @@ pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error>
         InvitesCommand::List { user, state, json } => {
             list(store, user.as_deref(), state.as_deref(), json)
         }
-        InvitesCommand::Show { event_id } => show(store, &event_id),
+        InvitesCommand::Show { event_id, json } => show(store, &event_id, json),
         InvitesCommand::Reject {
             event_id,
             from_server,
             from_user,
+            reason,
+            local_only,
+            wait,
         } => reject(
             store,
-            event_id.as_deref(),
-            from_server.as_deref(),
-            from_user.as_deref(),
+            &RejectArgs {
+                event_id: event_id.as_deref(),
+                from_server: from_server.as_deref(),
+                from_user: from_user.as_deref(),
+                reason: reason.as_deref(),
+                local_only,
+                wait: wait.map(Duration::from_secs),
+            },
         ),
     })
 }
@@ -192,44 +232,211 @@ fn list(store: &Store, user: Option<&str>, state: Option<&str>, json: bool) -> R
     Ok(())
 }
 
-fn show(store: &Store, event_id: &str) -> Result<(), Error> {
+fn show(store: &Store, event_id: &str, json: bool) -> Result<(), Error> {
     let Some(details) = store.invite_details(event_id)? else {
         return Err(Error::new(format!("no invite {event_id}")));
     };
-    print_json(&ShownInvite::new(&details)?)?;
+    let lifecycle = Lifecycle::read(store, event_id)?;
+    if json {
+        let mut shown = ShownInvite::new(&details)?;
+        shown.rejection = lifecycle.rejection.as_ref().map(ShownRejection::new);
+        shown.rescind = lifecycle.rescind.as_ref().map(ShownRescind::new);
+        print_json(&shown)?;
+        return Ok(());
+    }
+    let s = &details.summary;
+    println!("state:    {}", s.state);
+    println!("invitee:  {}", printable(&s.invitee));
+    println!("inviter:  {}", printable(&s.sender));
+    println!(
+        "room:     {} ({})",
+        printable(s.room_name.as_deref().unwrap_or("")),
+        printable(&s.room_id)
+    );
+    println!("received: {}", s.received_ts);
+    if let Some((rejection, outbox)) = &lifecycle.rejection {
+        println!(
+            "rejection: {} attempt(s){}{}",
+            outbox.as_ref().map_or(0, |o| o.attempts),
+            rejection
+                .accepted_by
+                .as_deref()
+                .map(|s| format!(", accepted by {}", printable(s)))
+                .unwrap_or_default(),
+            outbox
+                .as_ref()
+                .and_then(|o| o.last_error.as_deref())
+                .map(|e| format!(", last error: {}", printable(e)))
+                .unwrap_or_default()
+        );
+    }
+    if let Some((id, origin, _)) = &lifecycle.rescind {
+        println!(
+            "rescinded by {} (sent by {})",
+            printable(id),
+            printable(origin)
+        );
+    }
     Ok(())
 }
 
-/// Marks matching pending or ignored invites rejected (locally only: nothing is sent).
-fn reject(
-    store: &mut Store,
-    event_id: Option<&str>,
-    from_server: Option<&str>,
-    from_user: Option<&str>,
-) -> Result<(), Error> {
+/// What happened to an invite after it was answered.
+struct Lifecycle {
+    rejection: Option<(Rejection, Option<OutboxItem>)>,
+    rescind: Option<(String, String, i64)>,
+}
+
+impl Lifecycle {
+    fn read(store: &Store, event_id: &str) -> Result<Lifecycle, Error> {
+        let rejection = match store.rejection(event_id)? {
+            Some(r) => Some((r, store.outbox_item(OUTBOX_REJECTION, event_id)?)),
+            None => None,
+        };
+        Ok(Lifecycle {
+            rejection,
+            rescind: store.rescind_of(event_id)?,
+        })
+    }
+}
+
+/// `"rejection"` of `invites show --json`. Fields in code-point order.
+#[derive(Serialize)]
+struct ShownRejection<'a> {
+    accepted_by: Option<&'a str>,
+    attempts: i64,
+    finished_ts: Option<i64>,
+    last_error: Option<&'a str>,
+    leave_event: Option<Canonical>,
+    leave_event_id: Option<&'a str>,
+    leave_server: Option<&'a str>,
+    next_attempt_ts: Option<i64>,
+    reason: Option<&'a str>,
+    refused_by: &'a [String],
+    requested_ts: i64,
+}
+
+impl<'a> ShownRejection<'a> {
+    fn new((r, outbox): &'a (Rejection, Option<OutboxItem>)) -> Self {
+        ShownRejection {
+            accepted_by: r.accepted_by.as_deref(),
+            attempts: outbox.as_ref().map_or(0, |o| o.attempts),
+            finished_ts: outbox.as_ref().and_then(|o| o.finished_ts),
+            last_error: outbox.as_ref().and_then(|o| o.last_error.as_deref()),
+            leave_event: r
+                .leave_event
+                .as_deref()
+                .and_then(|e| Canonical::parse(e, "stored leave event").ok()),
+            leave_event_id: r.leave_event_id.as_deref(),
+            leave_server: r.leave_server.as_deref(),
+            next_attempt_ts: outbox
+                .as_ref()
+                .filter(|o| o.finished_ts.is_none())
+                .map(|o| o.next_attempt_ts),
+            reason: r.reason.as_deref(),
+            refused_by: &r.refused_by,
+            requested_ts: r.requested_ts,
+        }
+    }
+}
+
+/// `"rescind"` of `invites show --json`.
+#[derive(Serialize)]
+struct ShownRescind<'a> {
+    event_id: &'a str,
+    origin: &'a str,
+    received_ts: i64,
+}
+
+impl<'a> ShownRescind<'a> {
+    fn new((event_id, origin, received_ts): &'a (String, String, i64)) -> Self {
+        ShownRescind {
+            event_id,
+            origin,
+            received_ts: *received_ts,
+        }
+    }
+}
+
+/// `invites reject`'s arguments.
+struct RejectArgs<'a> {
+    event_id: Option<&'a str>,
+    from_server: Option<&'a str>,
+    from_user: Option<&'a str>,
+    reason: Option<&'a str>,
+    local_only: bool,
+    wait: Option<Duration>,
+}
+
+/// Asks for the rejection of matching pending or ignored invites (the server delivers it).
+fn reject(store: &mut Store, args: &RejectArgs<'_>) -> Result<(), Error> {
     let given = [
-        event_id.is_some(),
-        from_server.is_some(),
-        from_user.is_some(),
+        args.event_id.is_some(),
+        args.from_server.is_some(),
+        args.from_user.is_some(),
     ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(Error::new(
-            "give exactly one of EVENT_ID, --from-server GLOB, --from-user USER",
+            "give exactly one of EVENT_ID, --from-server GLOB, --from-user GLOB",
         ));
     }
     let matches = |origin: &str, sender: &str| {
-        from_server.is_none_or(|g| server_glob_match(g, origin))
-            && from_user.is_none_or(|u| u == sender)
+        args.from_server
+            .is_none_or(|g| server_glob_match(g, origin))
+            && args.from_user.is_none_or(|g| user_glob_match(g, sender))
     };
-    let changed = store.reject_invites(event_id, &matches, now_ms())?;
-    if let (Some(id), true) = (event_id, changed.is_empty()) {
+    let target = if args.local_only {
+        InviteState::RejectedLocally
+    } else {
+        InviteState::Rejecting
+    };
+    let changed = store.reject_invites(args.event_id, &matches, target, args.reason, now_ms())?;
+    if let (Some(id), true) = (args.event_id, changed.is_empty()) {
         return Err(Error::new(format!("no pending or ignored invite {id}")));
     }
     for id in &changed {
-        println!("rejected {id}");
+        println!("{target} {}", printable(id));
     }
     println!("{} invite(s) rejected", changed.len());
+    if let Some(wait) = args.wait {
+        return wait_for_outcome(store, &changed, wait);
+    }
     Ok(())
+}
+
+/// Waits until every invite in `ids` has left `rejecting`, or `wait` passes; succeeds only
+/// when each was accepted by a server of its room.
+fn wait_for_outcome(store: &Store, ids: &[String], wait: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + wait;
+    let mut failed = Vec::new();
+    for id in ids {
+        let state = loop {
+            let state = store.invite_details(id)?.map(|d| d.summary.state);
+            if state != Some(InviteState::Rejecting) || Instant::now() >= deadline {
+                break state;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if state != Some(InviteState::Rejected) {
+            let last_error = store
+                .outbox_item(OUTBOX_REJECTION, id)?
+                .and_then(|o| o.last_error)
+                .unwrap_or_else(|| "none".to_owned());
+            failed.push(format!(
+                "{}: {} (last error: {})",
+                printable(id),
+                state.map_or("gone", InviteState::as_str),
+                printable(&last_error)
+            ));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "not rejected over federation: {}",
+            failed.join("; ")
+        )))
+    }
 }
 
 #[cfg(test)]

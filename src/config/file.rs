@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_IP_RANGE_BLOCKLIST, DEFAULT_LISTEN,
     DEFAULT_SERVER_NAME, FederationConfig, HttpConfig, InvitesConfig, IpRange, PolicyConfig,
-    RoomStateChecks, TlsConfig,
+    RejectionsConfig, RoomStateChecks, TlsConfig,
 };
 
 // The file format, exactly as written by operators. Everything optional has its default in
@@ -36,6 +36,17 @@ pub(super) struct FileFormat {
     policy: PolicyFormat,
     #[serde(default)]
     rate_limits: RateLimitsFormat,
+    #[serde(default)]
+    rejections: RejectionsFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectionsFormat {
+    give_up_after_hours: Option<f64>,
+    first_retry_secs: Option<f64>,
+    max_retry_secs: Option<f64>,
+    request_timeout_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +150,7 @@ pub(super) fn validate(f: FileFormat, path: Option<&Path>) -> Result<Config, Con
         federation: federation_section(f.federation, &resolve)?,
         http: http_section(f.http)?,
         invites: invites_section(f.invites)?,
+        rejections: rejections_section(f.rejections)?,
         source: None,
     })
 }
@@ -367,6 +379,45 @@ fn policy_section(p: PolicyFormat, r: RateLimitsFormat) -> Result<PolicyConfig, 
         total_per_second: rate("total_per_second", r.total_per_second, 200.0)?,
         total_burst: in_range("rate_limits.total_burst", r.total_burst, 1000, 1, 1_000_000)? as u32,
     })
+}
+
+/// `[rejections]`: how long and how often a rejection's delivery is retried.
+fn rejections_section(r: RejectionsFormat) -> Result<RejectionsConfig, ConfigError> {
+    // Fractions are allowed (tests run the schedule in seconds); the bounds keep it sane.
+    let seconds = |key: &str, v: Option<f64>, default: f64, max: f64| {
+        let v = v.unwrap_or(default);
+        if v.is_finite() && v > 0.0 && v <= max {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(ConfigError(format!(
+                "rejections.{key}: {v} is outside (0, {max}]"
+            )))
+        }
+    };
+    let config = RejectionsConfig {
+        give_up_after: seconds(
+            "give_up_after_hours",
+            r.give_up_after_hours.map(|h| h * 3600.0),
+            24.0 * 3600.0,
+            30.0 * 24.0 * 3600.0,
+        )?,
+        first_retry: seconds("first_retry_secs", r.first_retry_secs, 30.0, 3600.0)?,
+        max_retry: seconds("max_retry_secs", r.max_retry_secs, 3600.0, 24.0 * 3600.0)?,
+        request_timeout: secs(in_range(
+            "rejections.request_timeout_secs",
+            r.request_timeout_secs,
+            20,
+            1,
+            300,
+        )?),
+    };
+    if config.max_retry < config.first_retry {
+        return Err(ConfigError(format!(
+            "rejections.max_retry_secs {:?} is less than first_retry_secs {:?}",
+            config.max_retry, config.first_retry
+        )));
+    }
+    Ok(config)
 }
 
 fn secs(n: i64) -> Duration {

@@ -43,8 +43,21 @@ pub struct Config {
     pub http: HttpConfig,
     pub invites: InvitesConfig,
     pub policy: PolicyConfig,
+    pub rejections: RejectionsConfig,
     /// Where the configuration came from, for messages; `None` for the embedded default.
     pub source: Option<PathBuf>,
+}
+
+/// `[rejections]`: delivering a rejection over federation. Failed attempts (network errors,
+/// timeouts, 5xx) are retried after `first_retry`, doubling up to `max_retry` (with jitter),
+/// until `give_up_after` from the request; then the invite is `rejected_locally`.
+#[derive(Debug, Clone)]
+pub struct RejectionsConfig {
+    pub give_up_after: Duration,
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+    /// Time allowed for each request to another server (discovery included).
+    pub request_timeout: Duration,
 }
 
 /// `[tls]`: serve HTTPS with this certificate chain and private key (PEM files).

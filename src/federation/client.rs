@@ -176,6 +176,44 @@ impl FederationClient {
         read_json(response, &url)
     }
 
+    /// A federation API request to `server` at `target`, signed with `authorization`:
+    /// `method` with an optional JSON body. Any status is an answer (the caller decides what
+    /// a 4xx means); its body is parsed when it is JSON.
+    pub fn request(
+        &self,
+        target: &Target,
+        method: &str,
+        path: &str,
+        authorization: &str,
+        body: Option<&Value>,
+        deadline: Instant,
+    ) -> Result<(u16, Option<Value>), FetchError> {
+        let url = format!("https://{}{path}", target.authority);
+        let agent = self.agent(target, 0, deadline)?;
+        let response = match (method, body) {
+            ("GET", None) => agent
+                .get(&url)
+                .header("Authorization", authorization)
+                .call(),
+            ("PUT", Some(body)) => agent
+                .put(&url)
+                .header("Authorization", authorization)
+                .header("Content-Type", "application/json")
+                .send(body.to_canonical_string()),
+            _ => return Err(FetchError(format!("{method} {url}: not a request we make"))),
+        }
+        .map_err(|e| FetchError(format!("{method} {url}: {e}")))?;
+        let status = response.status().as_u16();
+        let mut response = response;
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| FetchError(format!("{method} {url}: reading the body: {e}")))?;
+        Ok((status, json::parse_bytes(&bytes).ok()))
+    }
+
     /// `GET https://<hostname>/.well-known/matrix/server`, following up to 5 redirects.
     /// Returns the JSON and the `Cache-Control: max-age` if any.
     pub fn get_well_known(

@@ -3,6 +3,7 @@
 //! (<https://spec.matrix.org/v1.16/server-server-api/#retrieving-server-keys>). What is asked,
 //! and what an answer must be to count; the keyring decides when to ask and remembers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use invited_matrix::server_keys::parse_server_keys;
 use invited_matrix::{KeyId, Object, ServerName, Value, VerifyKey, signature_key_ids, verify_json};
 
 use crate::config::FederationConfig;
-use crate::federation::client::{FederationClient, FetchError, remaining};
-use crate::federation::discovery::Discovery;
+use crate::federation::client::{FetchError, remaining};
+use crate::federation::outbound::Outbound;
 use crate::store::RemoteKeyRow;
 
 /// Finds a notary's own key, valid at the given time, to check its signature on an answer
@@ -21,8 +22,8 @@ pub type NotaryKey<'a> = &'a dyn Fn(&ServerName, &KeyId, i64) -> Result<VerifyKe
 /// The outbound side of the keyring.
 pub struct KeyFetcher {
     our_name: ServerName,
-    client: FederationClient,
-    discovery: Discovery,
+    /// The one outbound client (shared with deliveries).
+    net: Arc<Outbound>,
     notaries: Vec<ServerName>,
     /// Outbound fetch attempts made (for tests and metrics).
     attempts: AtomicUsize,
@@ -31,18 +32,14 @@ pub struct KeyFetcher {
 }
 
 impl KeyFetcher {
-    pub fn new(
-        our_name: ServerName,
-        config: &FederationConfig,
-    ) -> Result<KeyFetcher, crate::fatal::Error> {
-        Ok(KeyFetcher {
+    pub fn new(our_name: ServerName, config: &FederationConfig, net: Arc<Outbound>) -> KeyFetcher {
+        KeyFetcher {
             our_name,
-            client: FederationClient::new(config)?,
-            discovery: Discovery::default(),
+            net,
             notaries: config.trusted_key_servers.clone(),
             attempts: AtomicUsize::new(0),
             deadline: config.key_fetch_deadline,
-        })
+        }
     }
 
     /// Outbound fetch attempts so far.
@@ -107,8 +104,12 @@ impl KeyFetcher {
         deadline: Instant,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, server, deadline)?;
+        let target = self
+            .net
+            .discovery
+            .resolve(&self.net.client, server, deadline)?;
         let body = self
+            .net
             .client
             .get_json(&target, "/_matrix/key/v2/server", deadline)?;
         let now = crate::time::now_ms();
@@ -128,7 +129,10 @@ impl KeyFetcher {
         deadline: Instant,
     ) -> Result<Vec<RemoteKeyRow>, FetchError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
-        let target = self.discovery.resolve(&self.client, notary, deadline)?;
+        let target = self
+            .net
+            .discovery
+            .resolve(&self.net.client, notary, deadline)?;
         let mut wanted = Object::new();
         wanted.insert("minimum_valid_until_ts".into(), Value::int(minimum));
         let mut keys = Object::new();
@@ -137,7 +141,7 @@ impl KeyFetcher {
         criteria.insert(server.to_string(), Value::Object(keys));
         let mut query = Object::new();
         query.insert("server_keys".into(), Value::Object(criteria));
-        let body = self.client.post_json(
+        let body = self.net.client.post_json(
             &target,
             "/_matrix/key/v2/query",
             &Value::Object(query),

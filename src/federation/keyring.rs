@@ -22,6 +22,7 @@ use invited_matrix::{KeyId, ServerName, VerifyKey};
 use crate::config::FederationConfig;
 use crate::federation::fetch_slots::FetchSlots;
 use crate::federation::key_fetch::{KeyFetcher, NotaryKey};
+use crate::federation::outbound::Outbound;
 use crate::store::{RemoteKeyRow, StorePool};
 
 pub use crate::federation::key_validity::{KeyPurpose, MAX_KEY_VALIDITY_MS, RemoteKey};
@@ -141,14 +142,15 @@ impl Keyring {
         config: &FederationConfig,
         store: Arc<StorePool>,
         workers: usize,
-    ) -> Result<Keyring, crate::fatal::Error> {
-        Ok(Keyring {
-            fetcher: KeyFetcher::new(our_name.clone(), config)?,
+        net: Arc<Outbound>,
+    ) -> Keyring {
+        Keyring {
+            fetcher: KeyFetcher::new(our_name.clone(), config, net),
             our_name,
             store,
             servers: Mutex::new(HashMap::new()),
             slots: FetchSlots::new(workers.saturating_sub(1).max(1)),
-        })
+        }
     }
 
     /// Outbound fetch attempts so far.
@@ -467,8 +469,18 @@ mod tests {
             &crate::config::Config::embedded_default().federation,
             store,
             4,
+            Arc::new(
+                Outbound::new(
+                    &crate::config::Config::embedded_default().federation,
+                    ServerName::parse("us.example").unwrap(),
+                    invited_matrix::SigningKey::from_seed(
+                        invited_matrix::KeyId::parse("ed25519:t").unwrap(),
+                        &[1; 32],
+                    ),
+                )
+                .unwrap(),
+            ),
         )
-        .unwrap()
     }
 
     /// Another process holds the database (here: an exclusive lock, so every read waits for

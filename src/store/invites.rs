@@ -15,8 +15,15 @@ text_enum! {
         Ignored = "ignored",
         /// The host joined the room.
         Accepted = "accepted",
-        /// The user (or the operator) said no; nothing is sent.
+        /// The user said no; the rejection is being delivered over federation.
+        Rejecting = "rejecting",
+        /// A server of the room accepted our leave event; or (written by a host directly)
+        /// rejected here with nothing sent.
         Rejected = "rejected",
+        /// Rejected, but nobody in the room was told (delivery gave up, or `--local-only`).
+        RejectedLocally = "rejected_locally",
+        /// The inviter withdrew the invite.
+        Rescinded = "rescinded",
     }
 }
 
@@ -307,56 +314,6 @@ impl Store {
             warnings,
         }))
     }
-
-    /// Marks pending (or ignored) invites as rejected; returns the event IDs changed.
-    ///
-    /// `matches(origin, sender)` chooses among them (the caller's globs: the store knows no
-    /// matching rules).
-    pub fn reject_invites(
-        &mut self,
-        event_id: Option<&str>,
-        matches: &dyn Fn(&str, &str) -> bool,
-        now_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        // Choose and change in one write transaction, and change only what is still
-        // pending or ignored: the host may accept an invite at any moment.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| "cannot start a transaction".to_owned())?;
-        let candidates: Vec<(String, String, String)> = {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT event_id, origin, sender FROM invites
-                     WHERE state IN ('pending', 'ignored') AND (?1 IS NULL OR event_id = ?1)",
-                )
-                .context(|| "cannot read invites".to_owned())?;
-            let rows = stmt
-                .query_map(params![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .context(|| "cannot read invites".to_owned())?;
-            rows.collect::<Result<Vec<_>, _>>()
-                .context(|| "cannot read invites".to_owned())?
-        };
-        let mut changed = Vec::new();
-        for (id, origin, sender) in candidates {
-            if !matches(&origin, &sender) {
-                continue;
-            }
-            let n = tx
-                .execute(
-                    "UPDATE invites SET state = 'rejected', state_changed_ts = ?2
-                     WHERE event_id = ?1 AND state IN ('pending', 'ignored')",
-                    params![id, now_ms],
-                )
-                .context(|| format!("cannot reject {id}"))?;
-            if n == 1 {
-                changed.push(id);
-            }
-        }
-        tx.commit()
-            .context(|| "cannot commit rejections".to_owned())?;
-        Ok(changed)
-    }
 }
 
 /// Inserts one invite's rows (invite, room state, warnings) inside the caller's transaction;
@@ -507,7 +464,9 @@ mod tests {
             accepted_by_host.set(n == Ok(1));
             true
         };
-        let rejected = store.reject_invites(None, &matches, 3).unwrap();
+        let rejected = store
+            .reject_invites(None, &matches, InviteState::Rejecting, None, 3)
+            .unwrap();
         let state: String = host
             .query_row("SELECT state FROM invites WHERE event_id = '$e'", [], |r| {
                 r.get(0)
@@ -517,7 +476,7 @@ mod tests {
             assert_eq!(state, "accepted");
             assert!(rejected.is_empty(), "{rejected:?}");
         } else {
-            assert_eq!(state, "rejected");
+            assert_eq!(state, "rejecting");
             assert_eq!(rejected, vec!["$e".to_owned()]);
         }
     }

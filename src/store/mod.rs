@@ -14,11 +14,13 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 mod invites;
 mod keys;
+mod lifecycle;
 mod policy;
 mod refusals;
 
 pub use invites::*;
 pub use keys::*;
+pub use lifecycle::*;
 pub use policy::*;
 pub use refusals::*;
 
@@ -215,6 +217,31 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
+        // A migration may rebuild a table (SQLite cannot change a CHECK in place); dropping
+        // the old one must not cascade to the rows that refer to it. SQLite's procedure: no
+        // foreign-key enforcement during the change, a check of every reference after it.
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=OFF")
+            .context(|| "cannot prepare the schema migration".to_owned())?;
+        self.migrate_in_transaction()?;
+        let dangling: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .context(|| "cannot check references after the migration".to_owned())?;
+        if dangling > 0 {
+            return Err(StoreError {
+                context: format!("{dangling} row(s) refer to rows that do not exist"),
+                source: None,
+            });
+        }
+        self.conn
+            .execute_batch("PRAGMA foreign_keys=ON")
+            .context(|| "cannot re-enable foreign keys after the migration".to_owned())
+    }
+
+    fn migrate_in_transaction(&mut self) -> Result<(), StoreError> {
         let migrations = migrations()?;
         let tx = self
             .conn
@@ -396,6 +423,60 @@ pub(crate) mod tests {
         raw.pragma_update(None, "user_version", 1).unwrap();
         let err = Store::connect(&path).unwrap_err();
         assert!(err.to_string().contains("schema version 1"), "{err}");
+    }
+
+    /// Migration 6 rebuilds `invites` (new states in its CHECK). Rows that refer to invites
+    /// (room state, warnings) must survive it: dropping the old table must not cascade.
+    #[test]
+    fn rebuilding_invites_keeps_what_refers_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("PRAGMA foreign_keys=ON").unwrap();
+        for (_, sql) in migrations().unwrap().into_iter().take(5) {
+            raw.execute_batch(&sql).unwrap();
+        }
+        raw.pragma_update(None, "user_version", 5).unwrap();
+        raw.execute_batch(
+            "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
+                                  origin_server_ts, received_ts, state, api_version,
+                                  event_fingerprint, signed_event)
+             VALUES ('$e', '!r:x', '11', '@b:us', '@a:x', 'x', 1, 2, 'ignored', 2, 'f', '{}');
+             INSERT INTO invite_room_state VALUES ('$e', 0, 'm.room.name', '', '@a:x', '{}', NULL);
+             INSERT INTO invite_warnings VALUES ('$e', 'w');",
+        )
+        .unwrap();
+        drop(raw);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(
+            store.schema_version().unwrap(),
+            migrations().unwrap().len() as u32
+        );
+        let count = |table: &str| -> i64 {
+            store
+                .conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(
+            (
+                count("invites"),
+                count("invite_room_state"),
+                count("invite_warnings")
+            ),
+            (1, 1, 1)
+        );
+        let state: String = store
+            .conn
+            .query_row("SELECT state FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(state, "ignored");
+        // Foreign keys are enforced again afterwards.
+        let orphan = store
+            .conn
+            .execute("INSERT INTO invite_warnings VALUES ('$nothing', 'w')", []);
+        assert!(orphan.is_err(), "foreign keys are back on");
+        store.integrity_check().unwrap();
     }
 
     #[test]
