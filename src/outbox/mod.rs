@@ -142,11 +142,25 @@ fn run(shared: &Arc<Shared>) {
         if let Err(e) = start_due(shared) {
             log::warn!("outbox: {e}");
         }
+        // Until the next row is due, a delivery ends, or the next look at the database.
+        // Rows being delivered are due too, but their end wakes us anyway.
+        let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(1000);
+        let soon = shared
+            .store
+            .with(|s| s.due_outbox(now_ms() + poll_ms, MAX_PARALLEL * 4))
+            .unwrap_or_default();
         let running = shared
             .running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = shared.wake.wait_timeout(running, POLL);
+        let wait = soon
+            .iter()
+            .find(|item| running.len() < MAX_PARALLEL && !running.contains(&item.id))
+            .map_or(POLL, |item| {
+                let ms = u64::try_from(item.next_attempt_ts.saturating_sub(now_ms())).unwrap_or(0);
+                POLL.min(Duration::from_millis(ms.max(10)))
+            });
+        let _ = shared.wake.wait_timeout(running, wait);
     }
 }
 

@@ -149,17 +149,6 @@ impl Store {
         )
     }
 
-    /// When the next outbox row is due, if any is unfinished.
-    pub fn next_outbox_due(&self) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT min(next_attempt_ts) FROM outbox WHERE finished_ts IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .context(|| "cannot read the outbox".to_owned())
-    }
-
     /// The outbox row of `kind` about `subject`.
     pub fn outbox_item(&self, kind: &str, subject: &str) -> Result<Option<OutboxItem>, StoreError> {
         self.conn

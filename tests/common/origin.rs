@@ -94,6 +94,8 @@ struct OriginInner {
     notary_bad_signature: Mutex<bool>,
     /// As a notary: the last query body received.
     last_query: Mutex<Option<J>>,
+    /// As a server of rooms: how make_leave and send_leave answer, and what they received.
+    rooms: Mutex<RoomServer>,
 }
 
 pub struct TestOrigin {
@@ -136,6 +138,7 @@ impl TestOrigin {
             notarised: Mutex::new(BTreeMap::new()),
             notary_bad_signature: Mutex::new(false),
             last_query: Mutex::new(None),
+            rooms: Mutex::new(RoomServer::default()),
         });
         let shutdown = server.shutdown_handle();
         let handler: Arc<dyn Handler> = Arc::new(OriginHandler(inner.clone()));
@@ -414,6 +417,12 @@ impl Handler for OriginHandler {
                 }
                 json_response(&json!({"server_keys": out}))
             }
+            (method, path)
+                if path.starts_with("/_matrix/federation/v1/make_leave/")
+                    || path.starts_with("/_matrix/federation/v2/send_leave/") =>
+            {
+                room_server(inner, method, path, request)
+            }
             _ => Response::json(
                 404,
                 br#"{"errcode":"M_UNRECOGNIZED","error":"no"}"#.to_vec(),
@@ -424,4 +433,166 @@ impl Handler for OriginHandler {
     fn edge_error(&self, error: &EdgeError) -> Response {
         Response::json(error.status(), b"{}".to_vec())
     }
+}
+
+/// A request a room server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    /// The request target as sent (percent-encoded).
+    pub path: String,
+    pub authorization: String,
+    pub body: J,
+}
+
+/// The origin as a server of rooms: answers make_leave with a template for the room's version
+/// and send_leave with `{}`, unless told to answer other statuses first.
+#[derive(Debug, Default)]
+pub struct RoomServer {
+    /// Room ID → room version, for templates (unknown rooms: 404).
+    pub versions: BTreeMap<String, String>,
+    /// Statuses make_leave answers first, in order; 200 after.
+    pub make_leave_statuses: std::collections::VecDeque<u16>,
+    /// Statuses send_leave answers first, in order; 200 after.
+    pub send_leave_statuses: std::collections::VecDeque<u16>,
+    /// When set, every make_leave / send_leave answers this (after the queues).
+    pub always: Option<u16>,
+    pub received: Vec<Received>,
+}
+
+impl TestOrigin {
+    /// Makes this origin a server of `room_id` (of `version`) for make_leave.
+    pub fn host_room(&self, room_id: &str, version: &str) {
+        self.inner
+            .rooms
+            .lock()
+            .unwrap()
+            .versions
+            .insert(room_id.to_owned(), version.to_owned());
+    }
+
+    /// Changes how this origin answers make_leave/send_leave.
+    pub fn rooms(&self, f: impl FnOnce(&mut RoomServer)) {
+        f(&mut self.inner.rooms.lock().unwrap());
+    }
+
+    /// The make_leave/send_leave requests received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.rooms.lock().unwrap().received.clone()
+    }
+
+    /// A signed kick (or ban) of `invitee` by `@<sender_localpart>:<this origin>` in a room of
+    /// `version`, naming `invite_event_id` among its auth events: what Synapse sends the
+    /// invitee's server when an invite is withdrawn.
+    pub fn kick(
+        &self,
+        version: &str,
+        room_id: &str,
+        invite_event_id: &str,
+        invitee: &str,
+        sender_localpart: &str,
+        membership: &str,
+    ) -> J {
+        let v1 = version == "1" || version == "2";
+        let reference = |id: &str| {
+            if v1 {
+                json!([id, {"sha256": "aGVsbG8"}])
+            } else {
+                json!(id)
+            }
+        };
+        let mut ev = json!({
+            "type": "m.room.member", "state_key": invitee,
+            "sender": format!("@{sender_localpart}:{}", self.name()),
+            "content": {"membership": membership}, "room_id": room_id,
+            "origin_server_ts": now_ms(), "depth": 9,
+            "prev_events": [reference(&format!("$prev{}:{}", unique(), self.name()))],
+            "auth_events": [
+                reference(&format!("$create{}:{}", unique(), self.name())),
+                reference(invite_event_id)
+            ],
+            "unsigned": {"age_ts": now_ms(), "replaces_state": invite_event_id},
+        });
+        if v1 {
+            ev["event_id"] = json!(format!("$kick{}:{}", unique(), self.name()));
+        }
+        self.hash_and_sign(&ev, version)
+    }
+}
+
+/// Decodes a percent-encoded path segment (tests only: any valid escape).
+fn decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&segment[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn room_server(inner: &OriginInner, method: &str, path: &str, request: &Request) -> Response {
+    let mut rooms = inner.rooms.lock().unwrap();
+    let authorization = request
+        .header("authorization")
+        .map(|h| String::from_utf8_lossy(h).into_owned())
+        .unwrap_or_default();
+    rooms.received.push(Received {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        authorization,
+        body: serde_json::from_slice(&request.body).unwrap_or(J::Null),
+    });
+    let make_leave = path.starts_with("/_matrix/federation/v1/make_leave/");
+    let queued = if make_leave {
+        rooms.make_leave_statuses.pop_front()
+    } else {
+        rooms.send_leave_statuses.pop_front()
+    };
+    let status = queued.or(rooms.always).unwrap_or(200);
+    if status != 200 {
+        let body = json!({"errcode": if status == 403 { "M_FORBIDDEN" } else { "M_UNKNOWN" },
+                          "error": format!("scripted {status}")});
+        return Response::json(status, serde_json::to_vec(&body).unwrap());
+    }
+    if !make_leave {
+        return Response::json(200, b"{}".to_vec());
+    }
+    let mut parts = path["/_matrix/federation/v1/make_leave/".len()..].split('/');
+    let room_id = decode(parts.next().unwrap_or(""));
+    let user_id = decode(parts.next().unwrap_or(""));
+    let Some(version) = rooms.versions.get(&room_id).cloned() else {
+        return Response::json(
+            404,
+            br#"{"errcode":"M_NOT_FOUND","error":"Unknown room"}"#.to_vec(),
+        );
+    };
+    let v1 = version == "1" || version == "2";
+    let reference = |id: String| {
+        if v1 {
+            json!([id, {"sha256": "aGVsbG8"}])
+        } else {
+            json!(id)
+        }
+    };
+    let mut event = json!({
+        "type": "m.room.member", "state_key": user_id, "sender": user_id,
+        "room_id": room_id, "content": {"membership": "leave"},
+        "origin_server_ts": now_ms(), "depth": 11,
+        "prev_events": [reference(format!("$p{}:{}", unique(), inner.name))],
+        "auth_events": [reference(format!("$a{}:{}", unique(), inner.name))],
+    });
+    if v1 {
+        event["event_id"] = json!(format!("$resident{}:{}", unique(), inner.name));
+    }
+    Response::json(
+        200,
+        serde_json::to_vec(&json!({"room_version": version, "event": event})).unwrap(),
+    )
 }
