@@ -827,10 +827,10 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
     }
     c.put(
         "deep",
-        "500000 unclosed '['",
+        "300000 unclosed '['",
         &path,
         vec![good_auth.clone()],
-        "[".repeat(500_000).into_bytes(),
+        "[".repeat(300_000).into_bytes(),
         NOT_JSON,
     );
     let mixed: String = (0..300)
@@ -1210,7 +1210,6 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
             enc(&event_id)
         ),
         path.replacen("/_matrix/", "/_MATRIX/", 1),
-        "/_matrix/federation/v1/send/txn1".to_owned(),
         "/_matrix/key/v2/query".to_owned(),
         "/_matrix/key/v2/server/".to_owned(),
         "/.well-known/matrix/server".to_owned(),
@@ -1224,6 +1223,18 @@ fn corpus(o: &TestOrigin) -> Vec<Case> {
             NOT_FOUND,
         );
     }
+    // Transactions exist (rescinds arrive there); unsigned, they are refused like invites.
+    c.add(
+        "paths",
+        "PUT /_matrix/federation/v1/send/txn1 (unsigned)".to_owned(),
+        Req::Raw(request_bytes(
+            "PUT",
+            "/_matrix/federation/v1/send/txn1",
+            &[],
+            Some(body_text.as_bytes()),
+        )),
+        UNAUTHORIZED,
+    );
     for (method, p) in [
         ("GET", path.clone()),
         ("DELETE", path.clone()),
@@ -1544,8 +1555,16 @@ fn raw_cases(
     exact.extend(std::iter::repeat_n(b'x', 1024 * 1024));
     add(
         "size",
-        "body of exactly 1 MiB of 'x' (read, not JSON)".into(),
+        "body of exactly 1 MiB of 'x' (read, over the invite limit)".into(),
         Req::Raw(exact),
+        TOO_LARGE,
+    );
+    let mut within = big_head(384 * 1024);
+    within.extend(std::iter::repeat_n(b'x', 384 * 1024));
+    add(
+        "size",
+        "body of exactly 384 KiB of 'x' (the invite limit; read, not JSON)".into(),
+        Req::Raw(within),
         NOT_JSON,
     );
 
