@@ -432,3 +432,68 @@ fn no_import_circles() {
         }
     }
 }
+
+/// "Nothing logs a private key or an `Authorization` header": no log macro's arguments name
+/// the header, a request's headers, a key seed or our signing key. (A heuristic over the
+/// text, as the other rules are: a log line that needs one of these words for a good reason
+/// says why in a `// tidy: logs:` comment above it.)
+#[test]
+fn nothing_logs_keys_or_credentials() {
+    const FORBIDDEN: &[&str] = &[
+        "authorization",
+        ".header(",
+        ".headers",
+        "seed",
+        "signing_key",
+        "sign_bytes",
+        "private_key",
+    ];
+    let mut offences = Vec::new();
+    for file in product_files() {
+        let name = rel(&file);
+        let lines = code_lines(&file);
+        let text: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
+        for (i, (n, line)) in lines.iter().enumerate() {
+            let Some(start) = ["trace!(", "debug!(", "info!(", "warn!(", "error!("]
+                .iter()
+                .filter_map(|m| line.find(&format!("log::{m}")))
+                .min()
+            else {
+                continue;
+            };
+            // The macro's arguments, up to the parenthesis that closes it.
+            let mut depth = 0i32;
+            let mut args = String::new();
+            'lines: for (j, l) in text[i..].iter().enumerate() {
+                let from = if j == 0 { start } else { 0 };
+                for c in l[from..].chars() {
+                    args.push(c);
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break 'lines;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let lower = args.to_lowercase();
+            let explained = i > 0
+                && fs::read_to_string(&file)
+                    .unwrap()
+                    .lines()
+                    .nth(n - 2)
+                    .is_some_and(|above| above.contains("// tidy: logs:"));
+            if !explained && FORBIDDEN.iter().any(|f| lower.contains(f)) {
+                offences.push(format!("{name}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    report(
+        "a log line names a credential or a key (Authorization, headers, seeds, our key)",
+        offences,
+    );
+}
