@@ -235,8 +235,8 @@ class Interop:
         self.results.append((ok, name, detail))
         print(("PASS " if ok else "FAIL ") + name + ": " + detail, flush=True)
 
-    def client(self, method, path, body=None):
-        return self.http.call(method, self.syn + path, body, self.token)
+    def client(self, method, path, body=None, token=None):
+        return self.http.call(method, self.syn + path, body, token or self.token)
 
     def invited_db(self, target=None):
         # Read-only; invited runs in WAL mode, so reading never blocks it.
@@ -257,28 +257,30 @@ class Interop:
 
     def register(self):
         """Registers the inviting user through the shared-secret admin API."""
+        self.token, self.user_id = self.register_user(SYNAPSE_USER, admin=True)
+
+    def register_user(self, username, admin):
+        """Registers a Synapse user (shared-secret admin API): (access token, user ID)."""
         status, body = self.client("GET", "/_synapse/admin/v1/register")
         expect(status == 200 and "nonce" in body, f"register nonce: {status} {body}")
         nonce = body["nonce"]
+        kind = "admin" if admin else "notadmin"
         mac = hmac.new(self.a.shared_secret.encode(), digestmod=hashlib.sha1)
-        for part in (nonce, SYNAPSE_USER, SYNAPSE_PASSWORD, "admin"):
-            mac.update(part.encode())
-            if part != "admin":
-                mac.update(b"\x00")
+        mac.update(b"\x00".join(part.encode() for part in (nonce, username, SYNAPSE_PASSWORD,
+                                                            kind)))
         status, body = self.client(
             "POST",
             "/_synapse/admin/v1/register",
             {
                 "nonce": nonce,
-                "username": SYNAPSE_USER,
+                "username": username,
                 "password": SYNAPSE_PASSWORD,
-                "admin": True,
+                "admin": admin,
                 "mac": mac.hexdigest(),
             },
         )
-        expect(status == 200 and "access_token" in body, f"register: {status} {body}")
-        self.token = body["access_token"]
-        self.user_id = body["user_id"]
+        expect(status == 200 and "access_token" in body, f"register {username}: {status} {body}")
+        return body["access_token"], body["user_id"]
 
     def server_keys(self, base, name):
         """A server's published keys, self-signature checked: {key_id: VerifyKey}."""
