@@ -14,7 +14,9 @@
 #      and invited (HTTPS, [federation] ca_file = the test CA);
 #   5. runs tests/interop/synapse_interop.py, which registers a Synapse user, creates rooms of
 #      room versions 1..12, invites @bob:<invited> to each and checks both servers' results,
-#      then checks that invited's refusals reach Synapse's client with invited's errcode;
+#      then checks that invited's refusals reach Synapse's client with invited's errcode,
+#      then the rest of an invite's life in room versions 1, 11 and 12: invited rejects over
+#      federation, Synapse's inviter withdraws (kick), another member's kick is refused;
 #   6. checks Synapse's fallback to /v1/invite (room versions 1, 2) against a second invited
 #      behind a small proxy (in the driver) that answers /v2/invite with 404 M_UNRECOGNIZED;
 #   7. stops every server it started by PID (also on failure or Ctrl-C).
@@ -243,6 +245,7 @@ set +e
     --invited-url "https://$INV_NAME" --invited-name "$INV_NAME" \
     --invited-db "$WORK/invited/data/invited.db" \
     --invited-bin "$INVITED_BIN" --invited-config "$WORK/invited/invited.toml" \
+    --invited-log "$WORK/invited/invited.log" \
     --v1-invited-name "$INV1_NAME" --v1-invited-db "$WORK/invited-v1/data/invited.db" \
     --v1-invited-config "$WORK/invited-v1/invited.toml" \
     --v1-proxy-port "$PROXY_PORT" --v1-upstream-port "$INV1_PORT" \

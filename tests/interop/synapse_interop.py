@@ -35,6 +35,14 @@ STABLE_VERSIONS = [str(v) for v in range(1, 13)]
 
 SYNAPSE_USER = "alice"
 SYNAPSE_PASSWORD = "interop-password-not-secret"
+# A second Synapse user, given the power to kick in the lifecycle checks' rooms.
+SYNAPSE_MODERATOR = "erin"
+
+# Room versions of the lifecycle checks (one per event ID format: v1 has event_id fields, v11
+# reference hashes, v12 creators outside the power levels).
+LIFECYCLE_VERSIONS = ["1", "11", "12"]
+# How long a lifecycle outcome may take to show on the other server.
+LIFECYCLE_WAIT_S = 30
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,8 +243,8 @@ class Interop:
         self.results.append((ok, name, detail))
         print(("PASS " if ok else "FAIL ") + name + ": " + detail, flush=True)
 
-    def client(self, method, path, body=None):
-        return self.http.call(method, self.syn + path, body, self.token)
+    def client(self, method, path, body=None, token=None):
+        return self.http.call(method, self.syn + path, body, token or self.token)
 
     def invited_db(self, target=None):
         # Read-only; invited runs in WAL mode, so reading never blocks it.
@@ -257,28 +265,30 @@ class Interop:
 
     def register(self):
         """Registers the inviting user through the shared-secret admin API."""
+        self.token, self.user_id = self.register_user(SYNAPSE_USER, admin=True)
+
+    def register_user(self, username, admin):
+        """Registers a Synapse user (shared-secret admin API): (access token, user ID)."""
         status, body = self.client("GET", "/_synapse/admin/v1/register")
         expect(status == 200 and "nonce" in body, f"register nonce: {status} {body}")
         nonce = body["nonce"]
+        kind = "admin" if admin else "notadmin"
         mac = hmac.new(self.a.shared_secret.encode(), digestmod=hashlib.sha1)
-        for part in (nonce, SYNAPSE_USER, SYNAPSE_PASSWORD, "admin"):
-            mac.update(part.encode())
-            if part != "admin":
-                mac.update(b"\x00")
+        mac.update(b"\x00".join(part.encode() for part in (nonce, username, SYNAPSE_PASSWORD,
+                                                            kind)))
         status, body = self.client(
             "POST",
             "/_synapse/admin/v1/register",
             {
                 "nonce": nonce,
-                "username": SYNAPSE_USER,
+                "username": username,
                 "password": SYNAPSE_PASSWORD,
-                "admin": True,
+                "admin": admin,
                 "mac": mac.hexdigest(),
             },
         )
-        expect(status == 200 and "access_token" in body, f"register: {status} {body}")
-        self.token = body["access_token"]
-        self.user_id = body["user_id"]
+        expect(status == 200 and "access_token" in body, f"register {username}: {status} {body}")
+        return body["access_token"], body["user_id"]
 
     def server_keys(self, base, name):
         """A server's published keys, self-signature checked: {key_id: VerifyKey}."""
@@ -530,6 +540,251 @@ class Interop:
                 except Exception as e:  # noqa: BLE001
                     self.record(False, f"refusal {name} teardown", str(e))
 
+    # -- the rest of an invite's life ---------------------------------------------------------
+
+    def invited_show(self, event_id):
+        """`invited invites show EVENT_ID --json`, parsed."""
+        return json.loads(self.invited_cli("invites", "show", event_id, "--json"))
+
+    def member_event(self, room_id, user_id):
+        """The user's current m.room.member event in Synapse's room state, as the inviter
+        sees it (client API), or None when there is none."""
+        status, body = self.client(
+            "GET",
+            f"/_matrix/client/v3/rooms/{q(room_id)}/state/m.room.member/{q(user_id)}"
+            "?format=event",
+        )
+        if status == 404:
+            return None
+        expect(status == 200, f"member state of {user_id}: {status} {body}")
+        return body
+
+    def wait_until(self, what, check, secs=LIFECYCLE_WAIT_S):
+        """Calls check() until it returns something true; fails with `what` after secs."""
+        deadline = time.monotonic() + secs
+        while True:
+            got = check()
+            if got:
+                return got
+            if time.monotonic() > deadline:
+                raise Failed(f"{what} (waited {secs} s)")
+            time.sleep(0.2)
+
+    def lifecycle_room(self, version, purpose):
+        status, body = self.create_room(version, f"interop {purpose} v{version}")
+        expect(status == 200, f"createRoom {version}: {status} {body}")
+        return body["room_id"]
+
+    def invite_held(self, room_id, invitee, version):
+        """Synapse's user invites `invitee` of invited; returns the invite's event ID once
+        invited holds it as pending."""
+        status, body = self.client(
+            "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": invitee}
+        )
+        expect(status == 200, f"invite {invitee}: Synapse client API answered {status} {body}")
+
+        def held():
+            conn = self.invited_db()
+            rows = conn.execute(
+                "SELECT event_id, state, room_version FROM invites "
+                "WHERE room_id = ? AND invitee = ?",
+                (room_id, invitee),
+            ).fetchall()
+            conn.close()
+            return rows
+
+        rows = self.wait_until(f"invited never stored the invite of {invitee}", held)
+        expect(len(rows) == 1, f"invited stored {len(rows)} invites of {invitee}")
+        expect(rows[0]["state"] == "pending", f"invited stored state {rows[0]['state']}")
+        expect(rows[0]["room_version"] == version,
+               f"invited stored room version {rows[0]['room_version']}")
+        mine = self.member_event(room_id, invitee)
+        expect(mine is not None and mine.get("content", {}).get("membership") == "invite",
+               f"{invitee}'s membership in Synapse is {mine and mine.get('content')}")
+        expect(mine["event_id"] == rows[0]["event_id"],
+               f"Synapse's invite {mine['event_id']} is not the one invited stored "
+               f"({rows[0]['event_id']})")
+        return rows[0]["event_id"]
+
+    def invited_log_size(self):
+        try:
+            return os.path.getsize(self.a.invited_log)
+        except OSError:
+            return 0
+
+    def invited_log_since(self, offset):
+        """invited's complete log lines written after byte `offset` (a line still being
+        written is left for the next look)."""
+        with open(self.a.invited_log, "rb") as f:
+            f.seek(offset)
+            text = f.read()
+        return text[: text.rfind(b"\n") + 1].decode("utf-8", "replace").splitlines()
+
+    def lifecycle_reject(self, version):
+        """invited rejects an invite over federation (make_leave + send_leave to Synapse)."""
+        invitee = f"@bob.reject.v{version}:{self.main.name}"
+        reason = f"interop rejection v{version}"
+        room_id = self.lifecycle_room(version, "reject")
+        event_id = self.invite_held(room_id, invitee, version)
+        t0 = time.monotonic()
+        self.invited_cli("invites", "reject", event_id, "--reason", reason, "--wait",
+                         str(LIFECYCLE_WAIT_S))
+        cli_ms = int((time.monotonic() - t0) * 1000)
+
+        def left():
+            ev = self.member_event(room_id, invitee)
+            if ev and ev.get("content", {}).get("membership") == "leave":
+                return ev
+            return None
+
+        leave = self.wait_until(f"Synapse never showed {invitee} as left", left)
+        shown = self.invited_show(event_id)
+        rejection = shown.get("rejection") or {}
+        self.details[f"lifecycle v{version} reject"] = {
+            "room_id": room_id, "invite": event_id, "synapse_leave": leave, "invited": shown}
+        expect(shown.get("state") == "rejected", f"invited shows state {shown.get('state')}")
+        expect(rejection.get("accepted_by") == self.a.synapse_name,
+               f"invited's rejection was accepted by {rejection.get('accepted_by')!r}, "
+               f"not {self.a.synapse_name}")
+        expect(leave.get("sender") == invitee, f"Synapse's leave was sent by {leave.get('sender')}")
+        expect(leave["event_id"] == rejection.get("leave_event_id"),
+               f"Synapse's leave {leave['event_id']} is not the one invited sent "
+               f"({rejection.get('leave_event_id')})")
+        expect(leave.get("content", {}).get("reason") == reason,
+               f"Synapse's leave has content {leave.get('content')}")
+        # Synapse stored our leave as we signed it: invited's signature verifies on it.
+        from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
+
+        event, _ = self.federation_event(room_id, leave["event_id"])
+        key_ids = self.check_signature(version, event, self.main.name, self.main.keys,
+                                       KNOWN_ROOM_VERSIONS[version])
+        return (f"`invites reject --wait` exited 0 after {cli_ms} ms "
+                f"({rejection.get('attempts')} attempt(s)); Synapse shows {invitee} left by "
+                f"invited's leave {leave['event_id']} with our reason, signed by invited "
+                f"({','.join(key_ids)}), verified; invited: rejected, accepted by "
+                f"{rejection['accepted_by']}")
+
+    def lifecycle_rescind(self, version):
+        """The inviter kicks the invitee before they answer: invited marks it rescinded."""
+        invitee = f"@carol.rescind.v{version}:{self.main.name}"
+        room_id = self.lifecycle_room(version, "rescind")
+        event_id = self.invite_held(room_id, invitee, version)
+        status, body = self.client("POST", f"/_matrix/client/v3/rooms/{q(room_id)}/kick",
+                                   {"user_id": invitee, "reason": "withdrawn"})
+        expect(status == 200, f"kick {invitee}: {status} {body}")
+        kick = self.member_event(room_id, invitee)
+        expect(kick is not None and kick.get("content", {}).get("membership") == "leave",
+               f"after the kick, {invitee}'s membership in Synapse is {kick}")
+        expect(kick.get("sender") == self.user_id, f"the kick was sent by {kick.get('sender')}")
+        t0 = time.monotonic()
+
+        def rescinded():
+            shown = self.invited_show(event_id)
+            return shown if shown.get("state") == "rescinded" else None
+
+        try:
+            shown = self.wait_until(f"invited never marked {event_id} rescinded", rescinded)
+        except Failed as e:
+            raise Failed(f"{e}; it shows {self.invited_show(event_id).get('state')}") from None
+        waited_ms = int((time.monotonic() - t0) * 1000)
+        rescind = shown.get("rescind") or {}
+        self.details[f"lifecycle v{version} rescind"] = {
+            "room_id": room_id, "invite": event_id, "synapse_kick": kick, "invited": shown}
+        expect(rescind.get("event_id") == kick["event_id"],
+               f"invited's rescind names {rescind.get('event_id')!r}, Synapse's kick is "
+               f"{kick['event_id']}")
+        expect(rescind.get("origin") == self.a.synapse_name,
+               f"the rescind came from {rescind.get('origin')!r}")
+        return (f"{self.user_id} kicked {invitee}; invited: rescinded by {kick['event_id']} "
+                f"(from {rescind['origin']}) {waited_ms} ms after the kick")
+
+    def lifecycle_kick_by_other(self, version, moderator_token, moderator):
+        """Another member with the power to kick removes the invitee: invited refuses to take
+        it as a withdrawal (only the inviter's own counts) and keeps the invite pending."""
+        invitee = f"@dave.kicked.v{version}:{self.main.name}"
+        room_id = self.lifecycle_room(version, "kick by another member")
+        base = f"/_matrix/client/v3/rooms/{q(room_id)}"
+        status, levels = self.client("GET", base + "/state/m.room.power_levels/")
+        expect(status == 200, f"power levels: {status} {levels}")
+        levels.setdefault("users", {})[moderator] = 100
+        status, body = self.client("PUT", base + "/state/m.room.power_levels/", levels)
+        expect(status == 200, f"raising {moderator}'s power level: {status} {body}")
+        status, body = self.client("POST", base + "/invite", {"user_id": moderator})
+        expect(status == 200, f"invite {moderator}: {status} {body}")
+        status, body = self.client("POST", base + "/join", {}, token=moderator_token)
+        expect(status == 200, f"{moderator} joins: {status} {body}")
+        event_id = self.invite_held(room_id, invitee, version)
+
+        offset = self.invited_log_size()
+        status, body = self.client("POST", base + "/kick",
+                                   {"user_id": invitee, "reason": "not the inviter"},
+                                   token=moderator_token)
+        expect(status == 200, f"{moderator} kicks {invitee}: {status} {body}")
+        kick = self.member_event(room_id, invitee)
+        expect(kick is not None and kick.get("content", {}).get("membership") == "leave",
+               f"after the kick, {invitee}'s membership in Synapse is {kick}")
+        expect(kick.get("sender") == moderator, f"the kick was sent by {kick.get('sender')}")
+        kick_id = kick["event_id"]
+
+        # Wait for the transaction carrying the kick: invited logs its verdict on the PDU,
+        # then the request line of the answered PUT /send.
+        def answered():
+            lines = self.invited_log_since(offset)
+            verdict = next((i for i, line in enumerate(lines)
+                            if f"{kick_id} does not withdraw {event_id}" in line), None)
+            if verdict is None:
+                return None
+            done = next((line for line in lines[verdict + 1:]
+                         if "PUT /_matrix/federation/v1/send/" in line), None)
+            return (lines[verdict], done) if done else None
+
+        t0 = time.monotonic()
+        try:
+            verdict, request = self.wait_until(
+                f"invited never logged receiving Synapse's kick {kick_id}", answered)
+        except Failed as e:
+            sends = [line for line in self.invited_log_since(offset)
+                     if "/_matrix/federation/v1/send/" in line]
+            raise Failed(f"{e}; /send lines since the kick: {sends}") from None
+        waited_ms = int((time.monotonic() - t0) * 1000)
+        shown = self.invited_show(event_id)
+        self.details[f"lifecycle v{version} kick by another member"] = {
+            "room_id": room_id, "invite": event_id, "synapse_kick": kick, "invited": shown,
+            "invited_log": [verdict, request]}
+        expect(f"origin={self.a.synapse_name} 200 " in request,
+               f"invited did not answer the transaction 200: {request}")
+        expect("only the inviter" in verdict, f"invited refused the kick for another reason: "
+                                              f"{verdict}")
+        expect(shown.get("state") == "pending",
+               f"invited shows state {shown.get('state')} after {moderator}'s kick")
+        expect("rescind" not in shown, f"invited recorded a rescind: {shown.get('rescind')}")
+        why = verdict.split(f"{kick_id} does not withdraw {event_id}: ", 1)[-1]
+        return (f"{moderator} (power 100) kicked {invitee}; invited got the transaction "
+                f"{waited_ms} ms later, refused the kick ({why}) and keeps the invite pending")
+
+    def lifecycle(self):
+        """Reject, rescind by the inviter and kick by another member, per room version."""
+        try:
+            moderator_token, moderator = self.register_user(SYNAPSE_MODERATOR, admin=False)
+        except Exception as e:  # noqa: BLE001
+            self.record(False, "lifecycle setup", f"{type(e).__name__}: {e}")
+            return
+        for version in LIFECYCLE_VERSIONS:
+            checks = [
+                ("reject over federation", lambda: self.lifecycle_reject(version)),
+                ("rescind by the inviter", lambda: self.lifecycle_rescind(version)),
+                ("kick by another member",
+                 lambda: self.lifecycle_kick_by_other(version, moderator_token, moderator)),
+            ]
+            for what, check in checks:
+                name = f"lifecycle v{version}: {what}"
+                try:
+                    self.record(True, name, check())
+                except Failed as e:
+                    self.record(False, name, str(e))
+                except Exception as e:  # noqa: BLE001 - any crash is a failed check, keep going
+                    self.record(False, name, f"{type(e).__name__}: {e}")
+
     # -- all ----------------------------------------------------------------------------------
 
     def run(self):
@@ -632,6 +887,10 @@ class Interop:
                         self.one_version("12", self.main, synapse_keys, "12 after refusals"))
         except Exception as e:  # noqa: BLE001
             self.record(False, "room version 12 after refusals", f"{type(e).__name__}: {e}")
+
+        # The rest of an invite's life: invited rejects; Synapse's inviter withdraws; another
+        # member's kick is refused.
+        self.lifecycle()
         return self.summary()
 
     def summary(self):
@@ -752,6 +1011,7 @@ def main():
     r.add_argument("--invited-db", required=True)
     r.add_argument("--invited-bin", required=True)
     r.add_argument("--invited-config", required=True)
+    r.add_argument("--invited-log", required=True, help="invited's log (RUST_LOG=debug)")
     r.add_argument("--ca", required=True)
     r.add_argument("--v1-invited-name", help="a second invited, reached through the proxy")
     r.add_argument("--v1-invited-db")
