@@ -14,6 +14,7 @@ pub mod fatal;
 pub mod federation;
 pub mod invite;
 pub mod keys;
+pub mod maintenance;
 pub mod outbox;
 pub mod policy;
 pub mod rate_limit;

@@ -12,6 +12,7 @@ use crate::fatal::Error;
 use crate::federation::keyring::Keyring;
 use crate::federation::outbound::Outbound;
 use crate::keys;
+use crate::maintenance::{Maintenance, REMOTE_KEYS_KEPT_MS};
 use crate::outbox::Outbox;
 use crate::outbox::rejection::Rejections;
 use crate::policy::Policy;
@@ -19,10 +20,6 @@ use crate::routes::App;
 use crate::store::{PolicyRule, RuleAction, RuleKind, Store, StorePool};
 use crate::time::now_ms;
 use crate::writer::Writer;
-
-/// Other servers' keys are kept this long after they were fetched (then fetched again when
-/// needed).
-const REMOTE_KEYS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// Creates the data directory (mode 0700) if it does not exist, and checks it is a directory.
 pub fn prepare_data_dir(config: &Config) -> Result<(), Error> {
@@ -217,7 +214,9 @@ pub fn serve(config: Config) -> Result<(), Error> {
             &config.rejections,
         ))],
     )?;
+    let maintenance = Maintenance::start(pool.clone())?;
     let result = server.run(app.clone());
+    maintenance.stop();
     outbox.stop();
     app.writer.stop();
     drop(app);
