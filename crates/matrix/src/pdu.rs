@@ -116,7 +116,7 @@ pub fn is_full_pdu(entry: &Object) -> bool {
         "depth",
     ]
     .iter()
-    .any(|k| entry.contains_key(*k))
+    .any(|k| entry.contains_key(k))
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ fn redact_content(event_type: &str, content: &Object, rules: &RedactionRules) ->
     }
     let mut out: Object = keep
         .iter()
-        .filter_map(|k| content.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+        .filter_map(|k| content.get(k).map(|v| ((*k).to_owned(), v.clone())))
         .collect();
     // v11+: keep only `signed` of a third-party invite. The spec is silent about an object
     // without `signed`; like Synapse, keep `{}` for an object and drop anything else.

@@ -163,15 +163,11 @@ pub(crate) fn add_signature(
     key_id: &KeyId,
     signature: String,
 ) -> Result<(), SignatureError> {
-    let sigs = obj
-        .entry("signatures".to_owned())
-        .or_insert_with(|| Value::Object(Object::new()));
+    let sigs = obj.get_or_insert_with("signatures", || Value::Object(Object::new()));
     let Value::Object(sigs) = sigs else {
         return Err(SignatureError::MalformedSignatures);
     };
-    let mine = sigs
-        .entry(entity.to_owned())
-        .or_insert_with(|| Value::Object(Object::new()));
+    let mine = sigs.get_or_insert_with(entity, || Value::Object(Object::new()));
     let Value::Object(mine) = mine else {
         return Err(SignatureError::MalformedSignatures);
     };

@@ -5,8 +5,8 @@
 //! and it turns `-0`, `1.0` and `1e10` into floats without telling us. Signatures are computed
 //! over bytes other servers recompute on their own, so the rules here must not move.
 //!
-//! * Objects are `BTreeMap<String, Value>`: byte order of UTF-8 is code-point order, which is
-//!   the canonical key order.
+//! * Objects ([`Object`]) keep their members sorted by key in one vector: byte order of UTF-8
+//!   is code-point order, which is the canonical key order.
 //! * Numbers keep whether they were written as integers ([`Number::Int`], exact, any size) or
 //!   with a fraction or exponent ([`Number::Float`]). Room versions 6+ accept only integers in
 //!   ±(2^53−1) ([`check_strict`]); versions 1–5 must tolerate the rest, and then we encode a
@@ -18,6 +18,7 @@
 //! the value types, their accessors and the strict check, and re-exports the rest.
 
 mod canonical;
+mod object;
 mod parse;
 
 pub use canonical::{
@@ -25,11 +26,9 @@ pub use canonical::{
 };
 pub use parse::{MAX_DEPTH, MAX_VALUES, parse, parse_bytes};
 
-use std::collections::BTreeMap;
 use std::fmt;
 
-/// A JSON object with keys in canonical (code-point) order.
-pub type Object = BTreeMap<String, Value>;
+pub use object::{Iter as ObjectIter, Object};
 
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +70,8 @@ pub enum JsonErrorKind {
     Syntax(&'static str),
     /// Nesting deeper than the parser allows.
     TooDeep,
-    /// More values in one document than the parser allows (`MAX_VALUES`).
+    /// More values in one document than the parser allows (`MAX_VALUES`), or values that would
+    /// take more memory than a document of its size may (`ALLOC_PER_INPUT_BYTE`).
     TooManyValues,
     /// An object names the same key twice.
     DuplicateKey(String),
@@ -97,9 +97,11 @@ impl fmt::Display for JsonError {
             JsonErrorKind::TooDeep => write!(f, "JSON nested too deeply at byte {}", self.offset),
             JsonErrorKind::TooManyValues => write!(
                 f,
-                "more than {} JSON values (at byte {})",
+                "more JSON values, or more memory for them, than a document of this size may \
+                 have (at byte {}; at most {} values, about {} bytes of memory per byte of text)",
+                self.offset,
                 parse::MAX_VALUES,
-                self.offset
+                parse::ALLOC_PER_INPUT_BYTE
             ),
             JsonErrorKind::DuplicateKey(k) => {
                 write!(
