@@ -2,6 +2,10 @@
 //! make invited spend. Each test names the bound it proves. All traffic stays on loopback;
 //! the "servers" a hostile invite names are listeners here that accept and never answer, so
 //! any connection invited makes to them is counted.
+//!
+//! These tests run the release binary when `INVITED_RELEASE_BIN` names it (`scripts/test.sh`
+//! builds it and sets it), so their memory and latency figures are a deployment's; otherwise
+//! the debug build.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
@@ -10,7 +14,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use common::invites::{Answer, Harness, Invite, US, assert_error, invite_in_room, put_raw};
-use common::run_cli;
+use common::{release_bin, run_cli};
 use serde_json::{Value as J, json};
 
 const BOB: &str = "@bob:invited.test";
@@ -45,6 +49,12 @@ impl SilentServers {
             .map(|l| std::iter::from_fn(|| l.accept().ok()).count())
             .sum()
     }
+}
+
+/// invited (the release binary, see above) with 2 workers and `extra` TOML, with its test
+/// origin.
+fn start(extra: &str) -> Harness {
+    Harness::start_bin(&release_bin(), Some(2), extra)
 }
 
 fn put(h: &Harness, inv: &Invite) -> Answer {
@@ -88,7 +98,7 @@ fn pdu_from(h: &Harness, version: &str, room_id: &str, server: &str) -> J {
 /// 200 with warnings; version 12 (where MSC4311 failures are fatal) refuses, also at once.
 #[test]
 fn room_state_signers_are_never_fetched() {
-    let h = Harness::start("");
+    let h = start("");
     let silent = SilentServers::new(40);
     for (version, expect) in [("11", 200), ("12", 400)] {
         let (create, room_id) = h.origin.create_event(version, "alice");
@@ -132,8 +142,7 @@ fn room_state_signers_are_never_fetched() {
 /// than `max_room_state_bytes`, is 413 M_TOO_LARGE, and nothing is stored.
 #[test]
 fn room_state_is_capped() {
-    let h =
-        Harness::start("[invites]\nmax_room_state_entries = 10\nmax_room_state_bytes = 65536\n");
+    let h = start("[invites]\nmax_room_state_entries = 10\nmax_room_state_bytes = 65536\n");
     let (create, room_id) = h.origin.create_event("11", "alice");
     let mut state = vec![create.clone()];
     for i in 0..10 {
@@ -165,7 +174,7 @@ fn room_state_is_capped() {
 /// without a connection.
 #[test]
 fn policy_refuses_before_fetching_keys() {
-    let h = Harness::start("");
+    let h = start("");
     let silent = SilentServers::new(1);
     let creator = format!("@c:{}", silent.names()[0]);
     let out = run_cli(
@@ -187,7 +196,7 @@ fn policy_refuses_before_fetching_keys() {
 /// bounded rate, the rest counted in `suppressed`.
 #[test]
 fn the_refusal_log_is_bounded() {
-    let h = Harness::start("");
+    let h = start("");
     let mut raw = h.origin.raw_invite("11", "!r:elsewhere.test", BOB);
     raw["sender"] = json!(format!("@{}:{}", "m".repeat(200_000), h.origin.name()));
     let body = json!({"room_version": "11", "event": raw, "invite_room_state": []});
@@ -225,7 +234,7 @@ fn the_refusal_log_is_bounded() {
 #[test]
 fn low_disk_space_is_a_503_not_a_full_disk() {
     // A watermark of 1 PiB: no test machine has that much free.
-    let h = Harness::start("[invites]\nmin_free_disk_mb = 1073741824\n");
+    let h = start("[invites]\nmin_free_disk_mb = 1073741824\n");
     let inv = common::invites::valid_invite(&h.origin, "11", BOB);
     let answer = put(&h, &inv);
     assert_error(&answer, 503, "M_UNKNOWN", "low disk space");
@@ -237,7 +246,7 @@ fn low_disk_space_is_a_503_not_a_full_disk() {
 /// status senders retry, never one they drop the invite on.
 #[test]
 fn new_invites_have_a_ceiling_over_all_origins() {
-    let h = Harness::start("[rate_limits]\ntotal_per_second = 0.01\ntotal_burst = 2\n");
+    let h = start("[rate_limits]\ntotal_per_second = 0.01\ntotal_burst = 2\n");
     for i in 0..2 {
         let inv = common::invites::valid_invite(&h.origin, "11", BOB);
         assert_eq!(put(&h, &inv).status, 200, "invite {i}");
@@ -253,7 +262,7 @@ fn new_invites_have_a_ceiling_over_all_origins() {
 /// its keys are stored.
 #[test]
 fn keys_of_servers_that_never_authenticated_are_not_stored() {
-    let h = Harness::start("");
+    let h = start("");
     let inv = common::invites::valid_invite(&h.origin, "11", BOB);
     let good = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
     // The same header with a signature that cannot verify (invited fetches the key to see).
@@ -290,7 +299,7 @@ fn keys_of_servers_that_never_authenticated_are_not_stored() {
 fn a_key_fetch_has_one_deadline() {
     let silent = SilentServers::new(2);
     let names = silent.names();
-    let h = Harness::start(&format!(
+    let h = start(&format!(
         "trusted_key_servers = [\"{}\"]\nkey_fetch_deadline_secs = 2\n",
         names[1]
     ));
