@@ -337,6 +337,22 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8
     out
 }
 
+/// A connection to `addr` from the local address `from`, say 127.0.0.2 (all of 127.0.0.0/8
+/// is loopback), so that one test can be several clients, each with its own per-address
+/// limits.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, connect, socket_with};
+    let fd = socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    bind(&fd, &SocketAddr::new(from.into(), 0))?;
+    connect(&fd, &addr)?;
+    Ok(TcpStream::from(fd))
+}
+
 /// The status code of the first HTTP response in `raw`.
 pub fn status_of(raw: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(raw);
