@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::{Value as J, json};
 
 use super::origin::TestOrigin;
-use super::{Invited, TestCa, agent, write_config_with_workers};
+use super::{BIN, Invited, TestCa, agent, write_config_opt_workers};
 
 /// The server name of invited in the tests.
 pub const US: &str = "invited.test";
@@ -21,8 +21,19 @@ pub fn start_invited(dir: &Path, ca: &TestCa, extra: &str) -> Invited {
 
 /// [`start_invited`] with this many workers.
 pub fn start_invited_with_workers(dir: &Path, ca: &TestCa, workers: usize, extra: &str) -> Invited {
+    start_invited_bin(Path::new(BIN), dir, ca, Some(workers), extra)
+}
+
+/// [`start_invited`] running `bin`, with this many workers (`None`: invited's default).
+pub fn start_invited_bin(
+    bin: &Path,
+    dir: &Path,
+    ca: &TestCa,
+    workers: Option<usize>,
+    extra: &str,
+) -> Invited {
     std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
-    let config = write_config_with_workers(
+    let config = write_config_opt_workers(
         dir,
         US,
         workers,
@@ -30,7 +41,7 @@ pub fn start_invited_with_workers(dir: &Path, ca: &TestCa, workers: usize, extra
             "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\", \"::1/128\"]\n{extra}"
         ),
     );
-    Invited::start(&config)
+    Invited::start_bin(bin, &config, &[])
 }
 
 /// The usual end-to-end setup: a test CA, a test origin serving its keys over HTTPS with a
@@ -53,10 +64,16 @@ impl Harness {
 
     /// [`Harness::start`] with this many invited workers.
     pub fn start_with_workers(workers: usize, extra: &str) -> Harness {
+        Harness::start_bin(Path::new(BIN), Some(workers), extra)
+    }
+
+    /// [`Harness::start`] running `bin` (e.g. [`super::release_bin`]) with this many workers
+    /// (`None`: invited's default, 8 per core).
+    pub fn start_bin(bin: &Path, workers: Option<usize>, extra: &str) -> Harness {
         let ca = TestCa::new();
         let origin = TestOrigin::start(&ca);
         let dir = tempfile::tempdir().unwrap();
-        let invited = start_invited_with_workers(dir.path(), &ca, workers, extra);
+        let invited = start_invited_bin(bin, dir.path(), &ca, workers, extra);
         Harness {
             invited,
             origin,
@@ -70,7 +87,7 @@ impl Harness {
     /// config.
     pub fn restart(&mut self) {
         self.invited.kill();
-        self.invited = Invited::start(&self.invited.config_path);
+        self.invited = Invited::start_bin(&self.invited.bin, &self.invited.config_path, &[]);
     }
 
     /// Kills invited and starts another on a fresh data directory, with `extra` TOML; the CA
@@ -78,7 +95,8 @@ impl Harness {
     pub fn restart_fresh(&mut self, extra: &str) {
         self.invited.kill();
         self.dir = tempfile::tempdir().unwrap();
-        self.invited = start_invited(self.dir.path(), &self.ca, extra);
+        let bin = self.invited.bin.clone();
+        self.invited = start_invited_bin(&bin, self.dir.path(), &self.ca, Some(2), extra);
     }
 }
 

@@ -18,7 +18,36 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The binary cargo built for these tests (a debug build under `cargo test`).
 pub const BIN: &str = env!("CARGO_BIN_EXE_invited");
+
+/// The binary the hostile-federation tests (`tests/abuse.rs`) run: `INVITED_RELEASE_BIN`
+/// (`scripts/test.sh` builds the release binary and points it there), so their memory and
+/// latency figures are the ones a deployment sees. Unset, they fall back to [`BIN`] and say so.
+pub fn release_bin() -> PathBuf {
+    match std::env::var_os("INVITED_RELEASE_BIN").filter(|v| !v.is_empty()) {
+        Some(bin) => {
+            let bin = PathBuf::from(bin);
+            assert!(
+                bin.is_file(),
+                "INVITED_RELEASE_BIN={} is not a file: build it with \
+                 `cargo build --release --locked --bin invited`",
+                bin.display()
+            );
+            bin
+        }
+        None => {
+            static NOTE: std::sync::Once = std::sync::Once::new();
+            NOTE.call_once(|| {
+                eprintln!(
+                    "note: INVITED_RELEASE_BIN is not set; running the debug binary {BIN} \
+                     (scripts/test.sh sets it to the release build)"
+                );
+            });
+            PathBuf::from(BIN)
+        }
+    }
+}
 
 /// A test certificate authority and certificates it issues (rcgen, generated per test).
 pub struct TestCa {
@@ -74,6 +103,8 @@ pub fn agent(ca: Option<&TestCa>) -> ureq::Agent {
 
 /// A running `invited serve`. Killed on drop.
 pub struct Invited {
+    /// The binary it runs (a restart runs the same one).
+    pub bin: PathBuf,
     pub child: Child,
     pub addr: SocketAddr,
     pub dir: PathBuf,
@@ -95,9 +126,20 @@ pub fn write_config_with_workers(
     workers: usize,
     extra: &str,
 ) -> PathBuf {
+    write_config_opt_workers(dir, server_name, Some(workers), extra)
+}
+
+/// [`write_config`] with this many workers, or (`None`) invited's default number.
+pub fn write_config_opt_workers(
+    dir: &Path,
+    server_name: &str,
+    workers: Option<usize>,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("invited.toml");
+    let workers = workers.map_or(String::new(), |n| format!("workers = {n}\n"));
     let text = format!(
-        "server_name = \"{server_name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\nworkers = {workers}\n{extra}\n"
+        "server_name = \"{server_name}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n{workers}{extra}\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -110,8 +152,13 @@ impl Invited {
     }
 
     pub fn start_with_env(config_path: &Path, env: &[(&str, &str)]) -> Invited {
+        Invited::start_bin(Path::new(BIN), config_path, env)
+    }
+
+    /// [`Invited::start_with_env`] running `bin` (e.g. [`release_bin`]).
+    pub fn start_bin(bin: &Path, config_path: &Path, env: &[(&str, &str)]) -> Invited {
         let dir = config_path.parent().unwrap().to_path_buf();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(config_path)
             .arg("serve")
@@ -163,6 +210,7 @@ impl Invited {
             }
         };
         Invited {
+            bin: bin.to_path_buf(),
             child,
             addr: addr.parse().expect("listen address in log"),
             dir,
@@ -287,6 +335,22 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8
         }
     }
     out
+}
+
+/// A connection to `addr` from the local address `from`, say 127.0.0.2 (all of 127.0.0.0/8
+/// is loopback), so that one test can be several clients, each with its own per-address
+/// limits.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, bind, connect, socket_with};
+    let fd = socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    bind(&fd, &SocketAddr::new(from.into(), 0))?;
+    connect(&fd, &addr)?;
+    Ok(TcpStream::from(fd))
 }
 
 /// The status code of the first HTTP response in `raw`.

@@ -69,6 +69,10 @@ pub struct KeyServerMode {
     pub bad_self_signature: bool,
     /// Answer 500 instead.
     pub broken: bool,
+    /// List this many extra keys in `verify_keys` (each our public key under another ID),
+    /// still correctly self-signed: a response as large as a hostile server cares to make it
+    /// (about 75 bytes a key).
+    pub padding_keys: usize,
 }
 
 impl Default for KeyServerMode {
@@ -79,9 +83,13 @@ impl Default for KeyServerMode {
             wrong_server_name: false,
             bad_self_signature: false,
             broken: false,
+            padding_keys: 0,
         }
     }
 }
+
+/// A padded key response, with the `(padding_keys, valid_until_ts)` it was made for.
+type PaddedResponse = ((usize, i64), Vec<u8>);
 
 struct OriginInner {
     name: String,
@@ -96,6 +104,9 @@ struct OriginInner {
     last_query: Mutex<Option<J>>,
     /// As a server of rooms: how make_leave and send_leave answer, and what they received.
     rooms: Mutex<RoomServer>,
+    /// The last padded key response served: signing one costs the (unoptimised) test origin
+    /// tens of milliseconds.
+    padded: Mutex<Option<PaddedResponse>>,
 }
 
 pub struct TestOrigin {
@@ -139,6 +150,7 @@ impl TestOrigin {
             notary_bad_signature: Mutex::new(false),
             last_query: Mutex::new(None),
             rooms: Mutex::new(RoomServer::default()),
+            padded: Mutex::new(None),
         });
         let shutdown = server.shutdown_handle();
         let handler: Arc<dyn Handler> = Arc::new(OriginHandler(inner.clone()));
@@ -176,6 +188,12 @@ impl TestOrigin {
     /// The origin's signed key response (as its key endpoint would answer).
     pub fn key_response(&self) -> J {
         key_response(&self.inner, &KeyServerMode::default())
+    }
+
+    /// The body the key endpoint answers now, in the current mode.
+    pub fn served_key_response(&self) -> Vec<u8> {
+        let mode = self.inner.mode.lock().unwrap().clone();
+        key_response_bytes(&self.inner, &mode)
     }
 
     /// Makes this origin a notary that vouches for `other`.
@@ -367,7 +385,12 @@ fn key_response(inner: &OriginInner, mode: &KeyServerMode) -> J {
             ruma_signatures::sign_json(&inner.name, &other, &mut canon).unwrap();
             return from_canonical(&canon);
         }
-        None => body["verify_keys"] = json!({ key_id: {"key": public} }),
+        None => {
+            body["verify_keys"] = json!({ key_id: {"key": public} });
+            for i in 0..mode.padding_keys {
+                body["verify_keys"][format!("ed25519:pad{i}")] = json!({"key": public});
+            }
+        }
     }
     let mut canon = to_canonical(&body);
     if mode.bad_self_signature {
@@ -377,6 +400,23 @@ fn key_response(inner: &OriginInner, mode: &KeyServerMode) -> J {
         ruma_signatures::sign_json(&inner.name, &inner.key, &mut canon).unwrap();
     }
     from_canonical(&canon)
+}
+
+/// [`key_response`] as sent; a padded one is made once per mode and kept.
+fn key_response_bytes(inner: &OriginInner, mode: &KeyServerMode) -> Vec<u8> {
+    if mode.padding_keys == 0 {
+        return serde_json::to_vec(&key_response(inner, mode)).unwrap();
+    }
+    let made_for = (mode.padding_keys, mode.valid_until_ts);
+    let mut padded = inner.padded.lock().unwrap();
+    match &*padded {
+        Some((m, bytes)) if *m == made_for => bytes.clone(),
+        _ => {
+            let bytes = serde_json::to_vec(&key_response(inner, mode)).unwrap();
+            *padded = Some((made_for, bytes.clone()));
+            bytes
+        }
+    }
 }
 
 struct OriginHandler(Arc<OriginInner>);
@@ -392,7 +432,7 @@ impl Handler for OriginHandler {
                 if mode.broken {
                     return Response::json(500, b"{}".to_vec());
                 }
-                json_response(&key_response(inner, &mode))
+                Response::json(200, key_response_bytes(inner, &mode))
             }
             ("POST", "/_matrix/key/v2/query") => {
                 inner.hits.fetch_add(1, Ordering::SeqCst);

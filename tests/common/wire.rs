@@ -199,6 +199,16 @@ pub fn exchange(
     linger: Duration,
 ) -> Result<Reply, String> {
     let s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    exchange_on(s, bytes, timeout, linger)
+}
+
+/// [`exchange`] on a connection already made (say, from another local address).
+pub fn exchange_on(
+    s: TcpStream,
+    bytes: Vec<u8>,
+    timeout: Duration,
+    linger: Duration,
+) -> Result<Reply, String> {
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let mut w = s.try_clone().unwrap();
     w.set_write_timeout(Some(timeout)).unwrap();
