@@ -13,6 +13,7 @@ pub mod error;
 pub mod fatal;
 pub mod federation;
 pub mod invite;
+pub mod json_memory;
 pub mod keys;
 pub mod maintenance;
 pub mod outbox;

@@ -16,6 +16,7 @@ use crate::federation::keyring::Keyring;
 use invited_matrix::invite::Api;
 
 use crate::invite::{self, InviteContext};
+use crate::json_memory::JsonMemory;
 use crate::keys;
 use crate::policy::Policy;
 use crate::store::{OurKey, StorePool};
@@ -38,6 +39,8 @@ pub struct App {
     pub policy: Policy,
     pub writer: Writer,
     pub verified_state: invite::VerifiedPdus,
+    /// Memory for handling JSON bodies, shared by the workers.
+    pub json_memory: JsonMemory,
 }
 
 /// Decodes one percent-encoded path segment (after the path was split on `/`).
@@ -120,6 +123,7 @@ impl App {
             (Route::Version, "GET") => Ok(json_response(200, &version_body())),
             (Route::QueryProfile, "GET") => self.query_profile(request, origin),
             (Route::Invite(api, room, event), "PUT") => {
+                let _reserved = self.json_memory.reserve(request.body.len())?;
                 let decode = |segment, what| {
                     percent_decode(segment).ok_or_else(|| {
                         MatrixError::new(
@@ -144,6 +148,7 @@ impl App {
                 invite::handle(&ctx, request, api, &room, &event, origin)
             }
             (Route::Send(txn), "PUT") => {
+                let _reserved = self.json_memory.reserve(request.body.len())?;
                 let txn = percent_decode(txn).ok_or_else(|| {
                     MatrixError::new(ErrCode::InvalidParam, "Bad percent-encoding of txnId")
                 })?;

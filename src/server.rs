@@ -121,6 +121,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             config.server_name
         );
     }
+    invited_http::bound_allocator_retention();
     let (mut store, key) = open_state(&config)?;
     let tls = match &config.tls {
         Some(tls) => Some(
@@ -162,6 +163,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         ),
         policy: Policy::new(config.policy.clone()),
         verified_state: crate::invite::VerifiedPdus::new(),
+        json_memory: crate::json_memory::JsonMemory::new(config.http.max_json_memory_bytes),
         writer: Writer::start(
             &config.database_path(),
             (

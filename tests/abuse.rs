@@ -386,16 +386,15 @@ const FLOOD_THREADS: usize = 16;
 const HELD_CONNECTIONS: usize = 256;
 const MAX_CONNECTIONS_PER_IP: usize = 64;
 
-/// Peak resident memory under all the attacks. What the design says memory is bounded by:
-/// request bodies buffered at once (`[http] max_buffered_body_mb`, 32 MiB), plus for each
-/// request being handled (about 20 at once here: 16 flood threads, 2 long-field ones, the
-/// rest) its body, its parsed form (the parser's cap, `MAX_VALUES`, is there to keep that to
-/// "about 8 MB") and its canonical form for the signature check: some 10 MB each, ~200 MiB
-/// in all. Measured on the development machine (2 cores, 16 workers) with every attack but
-/// the nested-object bodies: 190-192 MiB at 30 s, levelling off near 205 MiB over 150 s.
-/// The bound is 1.5 times that. With the nested-object bodies it does not hold: 690-900 MiB
-/// (one such 600 KB body alone costs ~66 MB; see the `#[ignore]` reason).
-const RSS_BOUND_KIB: u64 = 320 * 1024;
+/// Peak resident memory under all the attacks. What the design bounds it by: request bodies
+/// buffered at once (`[http] max_buffered_body_mb`, 32 MiB), the memory every JSON body
+/// reserves until answered (`[http] max_json_memory_mb`, 64 MiB: 24 bytes a byte, the
+/// parser's own budget plus the canonical copies for signatures), the binary and its caches
+/// (~12 MiB), and what the allocator keeps (two arenas, 128 KiB trim threshold): ~110 MiB.
+/// Measured on the development machine (2 cores, 16 workers): 125 MiB peak, ~100 MiB after.
+/// The bound is 1.5 times that. (Before objects were flat vectors, the parser had a budget
+/// and bodies a shared reservation, the same attacks took 690-900 MiB.)
+const RSS_BOUND_KIB: u64 = 192 * 1024;
 /// Database + WAL after the attacks. Measured 1.5-2.0 MiB at 30 s: the probes' 120 invites
 /// and the 15 stored fan-out invites (50 room-state entries each) are most of it; the 400+ MB
 /// of long refused fields cost 50 refusal rows, ~23 KB of text in all. Twice that.
@@ -555,7 +554,16 @@ impl FanOut {
                 .map(|(i, (bytes, expect))| {
                     s.spawn(move || {
                         sleep_until(begin + spacing * i);
-                        let answer = send_from(from, to, bytes.clone());
+                        // A 503 (our memory or fetch capacity is busy) is retried, as senders
+                        // do: the answer that counts is the one after.
+                        let mut answer = send_from(from, to, bytes.clone());
+                        for _ in 0..20 {
+                            if answer != Ok(503) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(500));
+                            answer = send_from(from, to, bytes.clone());
+                        }
                         (answer.as_ref() != Ok(expect))
                             .then(|| format!("fan-out invite {i}: {answer:?}, expected {expect}"))
                     })
@@ -607,9 +615,11 @@ fn long_field_invites(evil: &TestOrigin) -> Vec<Vec<u8>> {
 
 /// d. Request bodies of up to 1 MiB that are not authenticated: no `Authorization`, or one
 /// naming the prober's origin with a signature that does not verify. Each is read and parsed
-/// (the signature covers the parsed content) before it is refused. (bytes, what it is).
+/// (the signature covers the parsed content) before it is refused. They go to `/send`, whose
+/// limit is the edge's 1 MiB (invites stop at `[invites] max_request_bytes`, 384 KiB, before
+/// parsing). (bytes, what it is).
 fn unauthenticated_bodies(origin: &TestOrigin) -> Vec<(Vec<u8>, &'static str)> {
-    let path = invite_path(2, "!r:elsewhere.test", "$e");
+    let path = "/_matrix/federation/v1/send/t1".to_owned();
     let list = |item: &str, n: usize| format!("[{}]", vec![item; n].join(","));
     // A signature by the origin's key over something else: well-formed, wrong.
     let forged = origin.sign_request("PUT", "/elsewhere", US, None);
@@ -709,14 +719,10 @@ fn attack_duration() -> Duration {
 /// [`ATTACK`] every attack of this file runs at once, each from its own threads and address,
 /// while a prober on 127.0.0.1 sends a fresh valid invite from a known origin every 250 ms.
 /// Every probe must be answered 200 within [`PROBE_MAX`]; memory, disk and outbound
-/// connections must stay within the stated bounds. Run with `--nocapture` for the figures
-/// (and `--include-ignored` while it is ignored):
-/// `INVITED_RELEASE_BIN=target/release/invited cargo test --test abuse -- --include-ignored
-/// --nocapture under_every_attack`.
+/// connections must stay within the stated bounds. Run with `--nocapture` for the figures:
+/// `INVITED_RELEASE_BIN=target/release/invited cargo test --test abuse -- --nocapture
+/// under_every_attack`.
 #[test]
-#[ignore = "fails: an unauthenticated body of nested one-key objects (600 KB) costs the JSON \
-            parser ~66 MB (a B-tree node per object), so 16 in flight take invited to \
-            690-900 MiB RSS, not the ~200 MiB of the design; run with --include-ignored"]
 fn under_every_attack_at_once_a_known_origin_is_served() {
     let _machine = MACHINE.write().unwrap_or_else(PoisonError::into_inner);
     let test_began = Instant::now();
@@ -998,10 +1004,10 @@ fn under_every_attack_at_once_a_known_origin_is_served() {
         creator_connections.iter().all(|&n| n <= 1),
         "{creator_connections:?}"
     );
-    // c. All refused; the log is cut and rate-limited.
-    assert_eq!(
-        long_tallies.keys().collect::<Vec<_>>(),
-        [&413],
+    // c. All refused (413, or 503 while the JSON memory is taken by the floods); the log is
+    // cut and rate-limited.
+    assert!(
+        long_tallies.contains_key(&413) && long_tallies.keys().all(|s| [413, 503].contains(s)),
         "{long_tallies:?}"
     );
     assert!(
@@ -1018,7 +1024,9 @@ fn under_every_attack_at_once_a_known_origin_is_served() {
         "database + WAL: {db_bytes} bytes"
     );
     // d. Refused, each the way it should be.
-    let expected: [&[u16]; 5] = [&[401, 503], &[401, 503], &[401, 503], &[413, 503], &[413]];
+    // The chains are refused by the parser's allocation budget (413), the rest read, parsed
+    // and refused for want of a valid signature (401).
+    let expected: [&[u16]; 5] = [&[401, 503], &[401, 503], &[413, 503], &[413, 503], &[413]];
     for (((_, what), tally), allowed) in bodies.iter().zip(&flood).zip(expected) {
         assert!(
             tally.keys().all(|s| allowed.contains(s)),

@@ -284,7 +284,9 @@ fn the_edge_knows_nothing_of_matrix() {
     let mut offences = Vec::new();
     for file in rust_files("crates/http/src") {
         for (n, line) in code_lines(&file) {
-            if line.contains("_matrix") || line.contains("invited_matrix") || line.contains("M_") {
+            // Errcodes are string literals ("M_FORBIDDEN"); libc's M_ARENA_MAX is not one.
+            if line.contains("_matrix") || line.contains("invited_matrix") || line.contains("\"M_")
+            {
                 offences.push(format!("{}:{n}: {}", rel(&file), line.trim()));
             }
         }

@@ -112,6 +112,7 @@ struct HttpFormat {
     request_timeout_secs: Option<i64>,
     keep_alive_secs: Option<i64>,
     max_queue_wait_secs: Option<i64>,
+    max_json_memory_mb: Option<i64>,
 }
 
 /// Turns the file as written into the validated configuration, one section at a time; each
@@ -299,6 +300,14 @@ fn http_section(h: HttpFormat) -> Result<HttpConfig, ConfigError> {
             1,
             3600,
         )?),
+        max_json_memory_bytes: (in_range(
+            "http.max_json_memory_mb",
+            h.max_json_memory_mb,
+            64,
+            8,
+            4096,
+        )? as usize)
+            << 20,
         max_queue_wait: secs(in_range(
             "http.max_queue_wait_secs",
             h.max_queue_wait_secs,
@@ -307,6 +316,15 @@ fn http_section(h: HttpFormat) -> Result<HttpConfig, ConfigError> {
             600,
         )?),
     };
+    if crate::json_memory::reservation(config.max_body_bytes) > config.max_json_memory_bytes {
+        return Err(ConfigError(format!(
+            "http.max_json_memory_mb {} cannot hold one request of http.max_body_bytes {} \
+             (it needs {} MiB); raise max_json_memory_mb or lower max_body_bytes",
+            config.max_json_memory_bytes >> 20,
+            config.max_body_bytes,
+            crate::json_memory::reservation(config.max_body_bytes).div_ceil(1 << 20)
+        )));
+    }
     if config.max_body_bytes > config.max_buffered_body_bytes {
         return Err(ConfigError(format!(
             "http.max_body_bytes {} is more than http.max_buffered_body_mb allows ({} bytes): \

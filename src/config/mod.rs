@@ -101,6 +101,8 @@ pub struct HttpConfig {
     pub keep_alive_timeout: Duration,
     /// How long a complete request may wait for a worker before it gets 503.
     pub max_queue_wait: Duration,
+    /// Memory for parsing and checking JSON bodies, over all workers (`json_memory`).
+    pub max_json_memory_bytes: usize,
 }
 
 /// `[invites]`: how invites are checked.

