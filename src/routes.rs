@@ -144,6 +144,7 @@ impl App {
                     writer: &self.writer,
                     verified_state: &self.verified_state,
                     now_ms: now_ms(),
+                    peer: Some(request.peer.ip()),
                 };
                 invite::handle(&ctx, request, api, &room, &event, origin)
             }
@@ -157,6 +158,8 @@ impl App {
                     keyring: &self.keyring,
                     store: &self.store,
                     now_ms: now_ms(),
+                    peer: Some(request.peer.ip()),
+                    busy: std::cell::Cell::new(false),
                 };
                 transaction::handle(&ctx, request, &txn, origin)
             }

@@ -18,7 +18,7 @@ use invited_matrix::{
 
 use crate::error::MatrixError;
 use crate::federation::auth::authenticate;
-use crate::federation::keyring::{FetchScope, Keyring};
+use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::store::{HeldInviteRow, StoreError, StorePool};
 use crate::text::printable;
 
@@ -34,6 +34,11 @@ pub struct TransactionContext<'a> {
     pub keyring: &'a Keyring,
     pub store: &'a StorePool,
     pub now_ms: i64,
+    /// The client's address, for its share of key fetches.
+    pub peer: Option<std::net::IpAddr>,
+    /// Set when a key was not fetched for want of capacity: the transaction then gets 503,
+    /// which the sender retries, rather than a verdict on its PDUs.
+    pub busy: std::cell::Cell<bool>,
 }
 
 fn store_failed(e: StoreError) -> MatrixError {
@@ -84,6 +89,14 @@ pub fn handle(
             entry.insert("error".into(), why.into());
         }
         results.insert(id, Value::Object(entry));
+    }
+    if ctx.busy.get() {
+        let mut e = MatrixError::new(
+            ErrCode::Unavailable,
+            "Too many key fetches in progress; try again shortly",
+        );
+        e.retry_after_secs = Some(5);
+        return Err(e);
     }
     let mut answer = Object::new();
     answer.insert("pdus".into(), Value::Object(results));
@@ -177,9 +190,15 @@ fn rescind(
         .get("origin_server_ts")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let keys = ctx
-        .keyring
-        .event_keys(ts, version.enforce_key_validity, FetchScope::Any);
+    let keys = ctx.keyring.event_keys(
+        ts,
+        version.enforce_key_validity,
+        EventKeyLookup {
+            scope: FetchScope::Any,
+            requester: ctx.peer,
+            busy: &ctx.busy,
+        },
+    );
     if let Err(e) = verify_event_signatures_with(pdu, version, bytes, &keys) {
         return Ok(Err(format!("Signature check failed: {e}")));
     }

@@ -323,6 +323,56 @@ fn keys_of_servers_that_never_authenticated_are_not_stored() {
 /// One key fetch has one deadline, covering discovery, the server itself and every notary.
 /// An origin and a notary that accept connections and never answer cost
 /// `key_fetch_deadline_secs` in all, not a timeout per step; the request is then answered 401.
+/// A key that was not fetched because fetch capacity was busy says nothing about the invite:
+/// the answer is 503 (which senders retry), not the 400 a room version 12 invite with an
+/// unverifiable create event gets, nor a stored warning. Once capacity is free, the same
+/// invite is accepted.
+#[test]
+fn busy_key_fetches_are_a_503_not_a_verdict() {
+    let _machine = shared_machine();
+    let silent = SilentServers::new(1);
+    // Two workers: one may wait on fetches; a silent origin holds it for the deadline.
+    let h = start("key_fetch_deadline_secs = 3\n");
+    let warm = common::invites::valid_invite(&h.origin, "12", BOB);
+    assert_eq!(put(&h, &warm).status, 200, "the origin's key is cached");
+    let creator = TestOrigin::start_as(&h.ca, "localhost");
+    let (create, room_id) = creator.create_event("12", "founder");
+    let inv = invite_in_room(&h.origin, "12", &room_id, &[create], BOB);
+
+    let held = {
+        let other = common::invites::valid_invite(&h.origin, "11", BOB);
+        let header = h
+            .origin
+            .sign_request("PUT", &other.path, US, Some(&other.body))
+            .replace(
+                &format!("origin=\"{}\"", h.origin.name()),
+                &format!("origin=\"{}\"", silent.names()[0]),
+            );
+        let body = serde_json::to_vec(&other.body).unwrap();
+        let invited = &h.invited;
+        let path = other.path.clone();
+        std::thread::scope(|s| {
+            let holder = s.spawn(move || put_raw(invited, &path, &body, Some(&header)).status);
+            std::thread::sleep(Duration::from_millis(500));
+            let busy = put(&h, &inv);
+            (holder.join().unwrap(), busy)
+        })
+    };
+    assert_eq!(held.0, 401, "the silent origin's request");
+    assert_error(
+        &held.1,
+        503,
+        "M_UNKNOWN",
+        "a key not fetched for want of capacity",
+    );
+    assert!(
+        creator.hits() == 0,
+        "the creator was not asked while capacity was busy"
+    );
+    assert_eq!(put(&h, &inv).status, 200, "the retry, capacity free");
+    assert!(creator.hits() >= 1);
+}
+
 #[test]
 fn a_key_fetch_has_one_deadline() {
     let _machine = shared_machine();

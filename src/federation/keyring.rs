@@ -48,6 +48,17 @@ pub enum FetchScope<'a> {
     Only(&'a [&'a str]),
 }
 
+/// How event keys are looked up for one check: whose may be fetched, for which client (its
+/// share of fetch capacity), and where to note that capacity was busy.
+#[derive(Clone, Copy)]
+pub struct EventKeyLookup<'a> {
+    pub scope: FetchScope<'a>,
+    /// The address of the client whose request this is.
+    pub requester: Option<IpAddr>,
+    /// Set when a key was not looked up because fetch capacity was busy.
+    pub busy: &'a std::cell::Cell<bool>,
+}
+
 /// How a lookup that misses the cache fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
@@ -183,13 +194,20 @@ impl Keyring {
 
     /// Key lookup for event signatures (what `verify_event_signatures` asks for), under a
     /// room version's validity rule; a key we cannot get is `None` (logged at debug).
-    /// `scope` says whose keys may be fetched for it.
+    /// `lookup` says whose keys may be fetched, for which client, and notes when a key was
+    /// missing only because fetch capacity was busy (then the answer is "try again", 503, not
+    /// a verdict on the event).
     pub fn event_keys<'a>(
         &'a self,
         origin_server_ts: i64,
         enforce_validity: bool,
-        scope: FetchScope<'a>,
+        lookup: EventKeyLookup<'a>,
     ) -> impl Fn(&str, &KeyId) -> Option<VerifyKey> + 'a {
+        let EventKeyLookup {
+            scope,
+            requester,
+            busy,
+        } = lookup;
         move |server: &str, key_id: &KeyId| {
             let server = ServerName::parse(server).ok()?;
             let purpose = KeyPurpose::Event {
@@ -197,9 +215,11 @@ impl Keyring {
                 enforce_validity,
             };
             let found = match scope {
-                FetchScope::Any => self.get(&server, key_id, purpose),
+                FetchScope::Any => {
+                    self.get_inner(&server, key_id, purpose, Lookup::Full, requester)
+                }
                 FetchScope::Only(allowed) if allowed.iter().any(|a| *a == server.as_str()) => {
-                    self.get_inner(&server, key_id, purpose, Lookup::Direct, None)
+                    self.get_inner(&server, key_id, purpose, Lookup::Direct, requester)
                 }
                 FetchScope::Only(_) => {
                     self.cached(server.as_str(), key_id, purpose)
@@ -212,6 +232,9 @@ impl Keyring {
             match found {
                 Ok(k) => Some(k),
                 Err(e) => {
+                    if matches!(e, KeyError::Busy) {
+                        busy.set(true);
+                    }
                     log::debug!("event key {key_id} of {server}: {e}");
                     None
                 }

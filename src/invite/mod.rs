@@ -10,6 +10,8 @@
 
 mod room_state;
 
+use std::cell::Cell;
+
 use invited_http::{Request, Response};
 use invited_matrix::invite::{
     Api, CheckedRequest, InviteError, check_request, fingerprint, response_body,
@@ -27,7 +29,7 @@ use crate::config::InvitesConfig;
 use crate::disk::DiskSpace;
 use crate::error::{MatrixError, Refusal};
 use crate::federation::auth::authenticate;
-use crate::federation::keyring::{FetchScope, Keyring};
+use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
 use crate::store::{InviteState, NewInvite, RefusalRow, StoreError, StorePool, StoredInvite};
 use crate::text::printable;
@@ -49,6 +51,8 @@ pub struct InviteContext<'a> {
     /// State PDUs whose signatures already verified (invite waves repeat the same room state).
     pub verified_state: &'a VerifiedPdus,
     pub now_ms: i64,
+    /// The client's address: key fetches an invite causes count against its share.
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What we knew about a refused invite when we refused it, for the refusal log.
@@ -62,6 +66,17 @@ struct Known {
 
 pub(super) fn invalid(why: impl Into<String>) -> MatrixError {
     MatrixError::new(ErrCode::InvalidParam, why)
+}
+
+/// A key we need was not fetched because fetch capacity was busy: a limit of ours, so 503
+/// (which senders retry), never a verdict on the invite.
+pub(super) fn fetches_busy() -> MatrixError {
+    let mut e = MatrixError::new(
+        ErrCode::Unavailable,
+        "Too many key fetches in progress; try again shortly",
+    );
+    e.retry_after_secs = Some(5);
+    e
 }
 
 /// The answer for a request the pure checks refused.
@@ -209,13 +224,23 @@ fn handle_authenticated(
     let decision = ctx.policy.evaluate(ctx.store, &facts)?;
 
     // 7. Signatures (sender's server; v1/v2 also the event ID's server) and content hash.
+    let busy = Cell::new(false);
     let keys = ctx.keyring.event_keys(
         checked.origin_server_ts,
         version.enforce_key_validity,
-        FetchScope::Any,
+        EventKeyLookup {
+            scope: FetchScope::Any,
+            requester: ctx.peer,
+            busy: &busy,
+        },
     );
-    verify_event_signatures_with(&event, version, &bytes, &keys)
-        .map_err(|e| invalid(format!("The invite event's signature check failed: {e}")))?;
+    verify_event_signatures_with(&event, version, &bytes, &keys).map_err(|e| {
+        if busy.get() {
+            fetches_busy()
+        } else {
+            invalid(format!("The invite event's signature check failed: {e}"))
+        }
+    })?;
     check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
     // A different event under an ID we hold. Said only now: in room versions 1 and 2 the
     // sender picks the ID, and only the ID's own server (whose signature just verified) may
@@ -233,6 +258,7 @@ fn handle_authenticated(
             origin: sender_server,
             keyring: ctx.keyring,
             mode: ctx.invites.room_state_checks,
+            requester: ctx.peer,
             verified: ctx.verified_state,
             max_entries: ctx.invites.max_room_state_entries,
             max_bytes: ctx.invites.max_room_state_bytes,

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::invalid;
 use crate::config::RoomStateChecks;
 use crate::error::MatrixError;
-use crate::federation::keyring::{FetchScope, Keyring};
+use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::store::RoomStateRow;
 
 /// A bounded memory of `invite_room_state` PDUs whose signatures verified recently, keyed by
@@ -82,6 +82,8 @@ pub(super) struct RoomStateCheck<'a> {
     pub origin: &'a ServerName,
     pub keyring: &'a Keyring,
     pub mode: RoomStateChecks,
+    /// The client's address, for its share of key fetches.
+    pub requester: Option<std::net::IpAddr>,
     pub verified: &'a VerifiedPdus,
     pub max_entries: usize,
     pub max_bytes: usize,
@@ -119,6 +121,7 @@ pub(super) fn check_room_state(
         })
         .and_then(|e| e["sender"].as_str())
         .and_then(|sender| UserId::parse(sender).ok());
+    let busy = std::cell::Cell::new(false);
     let mut fetchable = vec![check.origin.as_str()];
     fetchable.extend(create_server.as_ref().map(UserId::server_str));
     let mut rows = Vec::new();
@@ -147,12 +150,20 @@ pub(super) fn check_room_state(
                 Err(problem) => problems.push(problem),
                 Ok(found) => {
                     problems.extend(found);
-                    let keys = FetchScope::Only(&fetchable);
+                    let keys = EventKeyLookup {
+                        scope: FetchScope::Only(&fetchable),
+                        requester: check.requester,
+                        busy: &busy,
+                    };
                     problems.extend(signature_problem(i, entry, &row, check, keys));
                 }
             }
         }
         rows.push(row);
+    }
+    // A key not looked up for want of fetch capacity says nothing about the room state.
+    if busy.get() {
+        return Err(super::fetches_busy());
     }
     if mode != RoomStateChecks::Off && !create_seen {
         problems.push("invite_room_state has no m.room.create event".to_owned());
@@ -285,7 +296,7 @@ fn signature_problem(
     entry: &Value,
     row: &RoomStateRow,
     check: &RoomStateCheck<'_>,
-    scope: FetchScope<'_>,
+    lookup: EventKeyLookup<'_>,
 ) -> Option<String> {
     let (version, verified) = (check.version, check.verified);
     let obj = entry.as_object()?;
@@ -299,7 +310,7 @@ fn signature_problem(
         .unwrap_or(0);
     let keys = check
         .keyring
-        .event_keys(ts, version.enforce_key_validity, scope);
+        .event_keys(ts, version.enforce_key_validity, lookup);
     match verify_event_signatures(obj, version, &keys) {
         Ok(()) => {
             verified.insert(fingerprint);
