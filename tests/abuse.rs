@@ -605,9 +605,10 @@ impl FanOut {
                     s.spawn(move || {
                         sleep_until(begin + spacing * i);
                         // A 503 (our memory or fetch capacity is busy) is retried, as senders
-                        // do: the answer that counts is the one after.
+                        // do, for longer than one key fetch's deadline (15 s): the answer that
+                        // counts is the one after.
                         let mut answer = send_from(from, to, bytes.clone());
-                        for _ in 0..20 {
+                        for _ in 0..40 {
                             if answer != Ok(503) {
                                 break;
                             }
