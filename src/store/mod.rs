@@ -12,12 +12,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+mod backup;
 mod invites;
 mod keys;
 mod lifecycle;
 mod policy;
 mod refusals;
 
+pub use backup::*;
 pub use invites::*;
 pub use keys::*;
 pub use lifecycle::*;
