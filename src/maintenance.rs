@@ -1,20 +1,58 @@
-//! Housekeeping for a server that runs for months, on a thread of its own: every hour it
-//! forgets other servers' keys not fetched for 30 days (a key still in use is fetched again
-//! when needed), so `remote_keys` does not grow with every server ever seen. Start-up does the
-//! same once, before serving.
+//! Housekeeping for a server that runs for months, on a thread of its own, and the same work
+//! for `invited prune`: retention (finished invites and what refers to them, after
+//! `[retention] finished_invites_days`; other servers' keys not fetched for
+//! `remote_keys_days`: a key still in use is fetched again when needed). The server runs it
+//! at start and then hourly, in batches of short write transactions with pauses between,
+//! so invites being written never wait long behind it.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::config::RetentionConfig;
 use crate::fatal::Error;
-use crate::store::StorePool;
+use crate::store::{PruneCounts, Store, StoreError, StorePool};
 use crate::time::now_ms;
 
-/// Keys fetched longer ago than this are forgotten.
-pub const REMOTE_KEYS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
-
 const EVERY: Duration = Duration::from_secs(3600);
+/// Invites deleted per transaction, and the pause between transactions.
+const BATCH: usize = 500;
+const PAUSE: Duration = Duration::from_millis(50);
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// What retention would delete now (`invited prune --dry-run`).
+pub fn prunable(store: &Store, retention: &RetentionConfig) -> Result<PruneCounts, StoreError> {
+    let now = now_ms();
+    store.prunable(
+        now - ms(retention.finished_invites),
+        now - ms(retention.remote_keys),
+    )
+}
+
+/// Deletes what retention says, in batches; `pause` between them.
+pub fn prune(
+    store: &mut Store,
+    retention: &RetentionConfig,
+    pause: Duration,
+) -> Result<PruneCounts, StoreError> {
+    let now = now_ms();
+    let mut total = PruneCounts {
+        remote_keys: store.prune_remote_keys(now - ms(retention.remote_keys))?,
+        ..PruneCounts::default()
+    };
+    loop {
+        let batch = store.prune_batch(now - ms(retention.finished_invites), BATCH)?;
+        total.invites += batch.invites;
+        total.pdus += batch.pdus;
+        if batch.invites < BATCH {
+            return Ok(total);
+        }
+        std::thread::sleep(pause);
+    }
+}
 
 /// Handle to the housekeeping thread.
 pub struct Maintenance {
@@ -23,7 +61,8 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    pub fn start(store: Arc<StorePool>) -> Result<Maintenance, Error> {
+    /// Starts the thread; its first round runs at once.
+    pub fn start(store: Arc<StorePool>, retention: RetentionConfig) -> Result<Maintenance, Error> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let stop = stop.clone();
@@ -32,20 +71,26 @@ impl Maintenance {
                 .spawn(move || {
                     let (lock, wake) = &*stop;
                     let mut stopped = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut wait = Duration::ZERO;
                     loop {
                         let (guard, _) = wake
-                            .wait_timeout(stopped, EVERY)
+                            .wait_timeout(stopped, wait)
                             .unwrap_or_else(PoisonError::into_inner);
                         stopped = guard;
                         if *stopped {
                             return;
                         }
-                        match store.with(|s| s.prune_remote_keys(now_ms() - REMOTE_KEYS_KEPT_MS)) {
-                            Ok(0) => {}
-                            Ok(n) => {
-                                log::info!("forgot {n} remote key(s) fetched over 30 days ago")
-                            }
-                            Err(e) => log::warn!("maintenance: {e}"),
+                        wait = EVERY;
+                        match store.with(|s| prune(s, &retention, PAUSE)) {
+                            Ok(c) if c == PruneCounts::default() => {}
+                            Ok(c) => log::info!(
+                                "retention: deleted {} finished invite(s), {} unused PDU(s), \
+                                 {} remote key(s)",
+                                c.invites,
+                                c.pdus,
+                                c.remote_keys
+                            ),
+                            Err(e) => log::warn!("retention: {e}"),
                         }
                     }
                 })

@@ -12,7 +12,7 @@ use crate::fatal::Error;
 use crate::federation::keyring::Keyring;
 use crate::federation::outbound::Outbound;
 use crate::keys;
-use crate::maintenance::{Maintenance, REMOTE_KEYS_KEPT_MS};
+use crate::maintenance::Maintenance;
 use crate::outbox::Outbox;
 use crate::outbox::rejection::Rejections;
 use crate::policy::Policy;
@@ -132,10 +132,6 @@ pub fn serve(config: Config) -> Result<(), Error> {
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     apply_config_rules(&config, &mut store)?;
-    let pruned = store.prune_remote_keys(now_ms() - REMOTE_KEYS_KEPT_MS)?;
-    if pruned > 0 {
-        log::info!("forgot {pruned} remote key(s) fetched more than 30 days ago");
-    }
     let pool = Arc::new(StorePool::new(&config.database_path()));
     let net = Arc::new(Outbound::new(
         &config.federation,
@@ -216,7 +212,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             &config.rejections,
         ))],
     )?;
-    let maintenance = Maintenance::start(pool.clone())?;
+    let maintenance = Maintenance::start(pool.clone(), config.retention.clone())?;
     let result = server.run(app.clone());
     maintenance.stop();
     outbox.stop();

@@ -73,6 +73,13 @@ pub enum Command {
         /// Where the copy goes (replaced if it exists).
         file: PathBuf,
     },
+    /// Delete now what [retention] says is no longer needed (the running server does it
+    /// hourly): finished invites and their room state, unused PDUs, old remote keys.
+    Prune {
+        /// Only count what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Runs the parsed command line.
@@ -89,6 +96,28 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Users(c) => users::run(&config, c),
         Command::CheckConfig => check_config::run(&config),
         Command::Keys(c) => keys::run(&config, c),
+        Command::Prune { dry_run } => with_existing_store(&config, |store| {
+            let (counts, verb) = if dry_run {
+                (
+                    crate::maintenance::prunable(store, &config.retention)?,
+                    "would delete",
+                )
+            } else {
+                (
+                    crate::maintenance::prune(
+                        store,
+                        &config.retention,
+                        std::time::Duration::from_millis(10),
+                    )?,
+                    "deleted",
+                )
+            };
+            println!(
+                "{verb} {} finished invite(s), {} unused PDU(s), {} remote key(s)",
+                counts.invites, counts.pdus, counts.remote_keys
+            );
+            Ok(())
+        }),
         Command::Backup { file } => with_existing_store(&config, |store| {
             let report = store.backup_to(&file)?;
             println!(

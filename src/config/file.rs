@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_IP_RANGE_BLOCKLIST, DEFAULT_LISTEN,
     DEFAULT_SERVER_NAME, FederationConfig, HttpConfig, InvitesConfig, IpRange, PolicyConfig,
-    RejectionsConfig, RoomStateChecks, TlsConfig,
+    RejectionsConfig, RetentionConfig, RoomStateChecks, TlsConfig,
 };
 
 // The file format, exactly as written by operators. Everything optional has its default in
@@ -38,6 +38,15 @@ pub(super) struct FileFormat {
     rate_limits: RateLimitsFormat,
     #[serde(default)]
     rejections: RejectionsFormat,
+    #[serde(default)]
+    retention: RetentionFormat,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFormat {
+    finished_invites_days: Option<i64>,
+    remote_keys_days: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +161,28 @@ pub(super) fn validate(f: FileFormat, path: Option<&Path>) -> Result<Config, Con
         http: http_section(f.http)?,
         invites: invites_section(f.invites)?,
         rejections: rejections_section(f.rejections)?,
+        retention: RetentionConfig {
+            finished_invites: secs(
+                in_range(
+                    "retention.finished_invites_days",
+                    f.retention.finished_invites_days,
+                    90,
+                    1,
+                    36_500,
+                )? * 24
+                    * 3600,
+            ),
+            remote_keys: secs(
+                in_range(
+                    "retention.remote_keys_days",
+                    f.retention.remote_keys_days,
+                    30,
+                    1,
+                    3650,
+                )? * 24
+                    * 3600,
+            ),
+        },
         source: None,
     })
 }

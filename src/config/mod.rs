@@ -44,6 +44,7 @@ pub struct Config {
     pub invites: InvitesConfig,
     pub policy: PolicyConfig,
     pub rejections: RejectionsConfig,
+    pub retention: RetentionConfig,
     /// Where the configuration came from, for messages; `None` for the embedded default.
     pub source: Option<PathBuf>,
 }
@@ -58,6 +59,16 @@ pub struct RejectionsConfig {
     pub max_retry: Duration,
     /// Time allowed for each request to another server (discovery included).
     pub request_timeout: Duration,
+}
+
+/// `[retention]`: how long finished things are kept (see `store::retention`).
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Invites no longer pending (accepted, rejected, rejected locally, rescinded, ignored),
+    /// counted from their last state change (ignored: from their arrival).
+    pub finished_invites: Duration,
+    /// Other servers' keys, counted from when they were fetched.
+    pub remote_keys: Duration,
 }
 
 /// `[tls]`: serve HTTPS with this certificate chain and private key (PEM files).

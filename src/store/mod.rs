@@ -18,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod policy;
 mod refusals;
+mod retention;
 
 pub use backup::*;
 pub use invites::*;
@@ -25,6 +26,7 @@ pub use keys::*;
 pub use lifecycle::*;
 pub use policy::*;
 pub use refusals::*;
+pub use retention::*;
 
 /// A closed set of names stored as TEXT (a `CHECK (x IN (…))` column in schema.sql): one
 /// Rust enum per set, so code branches on variants and a misspelt name cannot be written.

@@ -1,0 +1,114 @@
+//! Retention: what is deleted once it is no longer needed, so the file does not grow for
+//! ever on a small disk. Answered invites that are finished — accepted, rejected, rejected
+//! locally, rescinded, or ignored — go after a configured age with everything that refers to
+//! them (room state, warnings, rejection and rescind records, finished outbox rows); full PDUs
+//! no invite refers to any more go with them. Pending invites and rejections being delivered
+//! are never deleted. Done in batches, each its own short write transaction.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::{Context, Store, StoreError};
+
+/// The states retention may delete, and the time that counts for each (when the state last
+/// changed; for ignored invites, which never change, when they were received).
+const FINISHED: &str =
+    "state IN ('accepted', 'rejected', 'rejected_locally', 'rescinded', 'ignored')
+     AND coalesce(state_changed_ts, received_ts) < ?1";
+
+/// What retention found (or deleted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    pub invites: usize,
+    pub pdus: usize,
+    pub remote_keys: usize,
+}
+
+impl Store {
+    /// What [`Store::prune_batch`] would delete in all, without deleting.
+    pub fn prunable(
+        &self,
+        invites_before: i64,
+        keys_before: i64,
+    ) -> Result<PruneCounts, StoreError> {
+        let count = |sql: &str, p: i64| -> Result<usize, StoreError> {
+            self.conn
+                .query_row(sql, params![p], |r| r.get::<_, i64>(0))
+                .map(|n| usize::try_from(n).unwrap_or(0))
+                .context(|| "cannot count what retention would delete".to_owned())
+        };
+        Ok(PruneCounts {
+            invites: count(
+                &format!("SELECT count(*) FROM invites WHERE {FINISHED}"),
+                invites_before,
+            )?,
+            // PDUs only the invites to be deleted refer to.
+            pdus: count(
+                &format!(
+                    "SELECT count(*) FROM pdus p WHERE NOT EXISTS (
+                        SELECT 1 FROM invite_room_state s JOIN invites i ON i.event_id = s.event_id
+                        WHERE s.pdu_sha256 = p.sha256 AND NOT ({FINISHED}))"
+                ),
+                invites_before,
+            )?,
+            remote_keys: count(
+                "SELECT count(*) FROM remote_keys WHERE fetched_ts < ?1",
+                keys_before,
+            )?,
+        })
+    }
+
+    /// Deletes at most `limit` finished invites older than `invites_before` (with what refers
+    /// to them), then PDUs nothing refers to, in one short transaction. Returns what it
+    /// deleted; call again until it deletes no invite.
+    pub fn prune_batch(
+        &mut self,
+        invites_before: i64,
+        limit: usize,
+    ) -> Result<PruneCounts, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "cannot start a retention batch".to_owned())?;
+        let fail = || "retention batch failed".to_owned();
+        let ids: Vec<String> = {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "SELECT event_id FROM invites WHERE {FINISHED} ORDER BY received_ts LIMIT ?2"
+                ))
+                .context(fail)?;
+            let rows = stmt
+                .query_map(
+                    params![invites_before, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )
+                .context(fail)?;
+            rows.collect::<Result<_, _>>().context(fail)?
+        };
+        for id in &ids {
+            // Room state, warnings, rejections and rescinds go by ON DELETE CASCADE.
+            tx.execute("DELETE FROM invites WHERE event_id = ?1", params![id])
+                .context(fail)?;
+            tx.execute(
+                "DELETE FROM outbox WHERE kind = 'rejection' AND subject = ?1",
+                params![id],
+            )
+            .context(fail)?;
+        }
+        let pdus = if ids.is_empty() {
+            0
+        } else {
+            tx.execute(
+                "DELETE FROM pdus WHERE NOT EXISTS (
+                    SELECT 1 FROM invite_room_state s WHERE s.pdu_sha256 = pdus.sha256)",
+                [],
+            )
+            .context(fail)?
+        };
+        tx.commit().context(fail)?;
+        Ok(PruneCounts {
+            invites: ids.len(),
+            pdus,
+            remote_keys: 0,
+        })
+    }
+}
