@@ -396,6 +396,20 @@ fn check_config_reports_ok() {
     assert!(stdout.trim_end().ends_with("ok"));
     // check-config does not create anything.
     assert!(!dir.path().join("data").exists());
+    assert!(stdout.contains("database: none yet"), "{stdout}");
+
+    // Once the server has run: the database's size, its WAL's, a quick check, free space;
+    // while the server runs.
+    let invited = Invited::start(&config);
+    let out = run_cli(Some(&config), &["check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("MiB, WAL ") && stdout.contains("quick check ok"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("free disk space: "), "{stdout}");
+    drop(invited);
 }
 
 #[test]

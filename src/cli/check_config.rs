@@ -47,6 +47,34 @@ pub(super) fn run(config: &Config) -> Result<(), Error> {
     } else {
         println!("tls: off (plain HTTP; put invited behind a TLS proxy or configure [tls])");
     }
+    let db = config.database_path();
+    if db.exists() {
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        let wal = db.with_file_name("invited.db-wal");
+        let store = crate::store::Store::connect(&db)?;
+        store.quick_check()?;
+        println!(
+            "database: {} ({:.1} MiB, WAL {:.1} MiB, schema version {}, quick check ok)",
+            db.display(),
+            mib(size(&db)),
+            mib(size(&wal)),
+            store.schema_version()?
+        );
+        store.close()?;
+    } else {
+        println!("database: none yet; it will be created on first start");
+    }
+    if dir.exists() {
+        let disk = crate::disk::DiskSpace::new(dir.clone(), config.invites.min_free_disk_bytes);
+        match disk.free_bytes() {
+            Ok(free) => println!(
+                "free disk space: {:.0} MiB (new invites get 503 below {:.0} MiB)",
+                mib(free),
+                mib(config.invites.min_free_disk_bytes)
+            ),
+            Err(e) => println!("free disk space: unknown ({e})"),
+        }
+    }
     if let Some(ca) = &config.federation.ca_file {
         let pem = std::fs::read(ca)
             .map_err(|e| Error::new(format!("federation.ca_file {}: {e}", ca.display())))?;
@@ -59,4 +87,8 @@ pub(super) fn run(config: &Config) -> Result<(), Error> {
     }
     println!("ok");
     Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }

@@ -323,9 +323,19 @@ impl Store {
 
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".
     pub fn integrity_check(&self) -> Result<(), StoreError> {
+        self.check("integrity_check")
+    }
+
+    /// `PRAGMA quick_check`: the integrity check without the index cross-checks (linear in
+    /// the file's size), for `check-config` on a live server.
+    pub fn quick_check(&self) -> Result<(), StoreError> {
+        self.check("quick_check")
+    }
+
+    fn check(&self, pragma: &str) -> Result<(), StoreError> {
         let result: String = self
             .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
             .context(|| "cannot run the integrity check".to_owned())?;
         if result == "ok" {
             Ok(())
