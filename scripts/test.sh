@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# tests/proxy.rs runs a real nginx (Debian's package) in front of invited.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    echo "test.sh: installing nginx-light (for tests/proxy.rs)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+fi
+
 INVITED_ORACLE_PYTHON="$(scripts/setup-oracles.sh | tail -n 1)"
 export INVITED_ORACLE_PYTHON
 
