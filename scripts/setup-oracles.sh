@@ -18,6 +18,7 @@ REQUIREMENTS=(
     "canonicaljson==2.0.0"
     "unpaddedbase64==2.1.0"
     "pynacl==1.6.2"
+    "prometheus_client==0.21.1"
 )
 STAMP="$VENV/.invited-oracles"
 WANT="${REQUIREMENTS[*]}"
@@ -26,7 +27,7 @@ log() { echo "setup-oracles: $*" >&2; }
 
 ready() {
     [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] &&
-        "$PY" -c 'import signedjson.sign, signedjson.key, canonicaljson, nacl.signing' 2>/dev/null
+        "$PY" -c 'import signedjson.sign, signedjson.key, canonicaljson, nacl.signing, prometheus_client.openmetrics.parser' 2>/dev/null
 }
 
 if ready; then

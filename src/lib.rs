@@ -16,6 +16,7 @@ pub mod invite;
 pub mod json_memory;
 pub mod keys;
 pub mod maintenance;
+pub mod metrics;
 pub mod outbox;
 pub mod policy;
 pub mod rate_limit;

@@ -41,6 +41,7 @@ pub struct App {
     pub verified_state: invite::VerifiedPdus,
     /// Memory for handling JSON bodies, shared by the workers.
     pub json_memory: JsonMemory,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// Decodes one percent-encoded path segment (after the path was split on `/`).
@@ -75,6 +76,19 @@ enum Route<'a> {
     QueryProfile,
     /// Transactions, with the raw transaction ID: where an inviter's rescind arrives.
     Send(&'a str),
+}
+
+/// The metrics label of a request's route: a fixed name, never anything from the request.
+fn route_label(path: &str) -> &'static str {
+    match route(path) {
+        Some(Route::Invite(Api::V1, ..)) => "invite_v1",
+        Some(Route::Invite(Api::V2, ..)) => "invite_v2",
+        Some(Route::Send(_)) => "send",
+        Some(Route::ServerKeys) => "keys",
+        Some(Route::Version) => "version",
+        Some(Route::QueryProfile) => "query_profile",
+        None => "unknown",
+    }
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
@@ -145,6 +159,7 @@ impl App {
                     verified_state: &self.verified_state,
                     now_ms: now_ms(),
                     peer: Some(request.peer.ip()),
+                    metrics: &self.metrics,
                 };
                 invite::handle(&ctx, request, api, &room, &event, origin)
             }
@@ -232,13 +247,16 @@ impl Handler for App {
             log::debug!("{} {}: {e}", request.method, request.path());
             e.to_response()
         });
+        let elapsed = started.elapsed().as_secs_f64();
+        self.metrics
+            .request(route_label(request.path()), response.status, elapsed);
         log::info!(
             "{} {} origin={} {} {:.1}ms",
             request.method,
             request.path(),
             origin.as_ref().map_or("-", |o| o.as_str()),
             response.status,
-            started.elapsed().as_secs_f64() * 1000.0
+            elapsed * 1000.0
         );
         response
     }

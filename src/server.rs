@@ -138,13 +138,15 @@ pub fn serve(config: Config) -> Result<(), Error> {
         config.server_name.clone(),
         key.clone(),
     )?);
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some(config.database_path())));
     let keyring = Keyring::new(
         config.server_name.clone(),
         &config.federation,
         pool.clone(),
         config.workers,
         net.clone(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let app = Arc::new(App {
         server_name: config.server_name.clone(),
         signing_key: key.clone(),
@@ -160,6 +162,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
         policy: Policy::new(config.policy.clone()),
         verified_state: crate::invite::VerifiedPdus::new(),
         json_memory: crate::json_memory::JsonMemory::new(config.http.max_json_memory_bytes),
+        metrics: metrics.clone(),
         writer: Writer::start(
             &config.database_path(),
             (
@@ -213,7 +216,34 @@ pub fn serve(config: Config) -> Result<(), Error> {
         ))],
     )?;
     let maintenance = Maintenance::start(pool.clone(), config.retention.clone())?;
+    // Metrics on a listener of their own (never the federation port), one worker.
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let server = Server::bind(
+                addr,
+                ServerOptions {
+                    workers: 1,
+                    limits: invited_http::Limits::default(),
+                    tls: None,
+                },
+            )
+            .map_err(|e| Error::new(format!("cannot listen on metrics.listen {addr}: {e}")))?;
+            log::info!("metrics on http://{}/metrics", server.local_addr());
+            let handle = server.shutdown_handle();
+            let endpoint = Arc::new(crate::metrics::MetricsEndpoint(metrics.clone()));
+            let thread = std::thread::Builder::new()
+                .name("metrics".into())
+                .spawn(move || server.run(endpoint))
+                .map_err(|e| Error::new(format!("cannot start the metrics thread: {e}")))?;
+            Some((handle, thread))
+        }
+    };
     let result = server.run(app.clone());
+    if let Some((handle, thread)) = metrics_server {
+        handle.shutdown();
+        let _ = thread.join();
+    }
     maintenance.stop();
     outbox.stop();
     app.writer.stop();

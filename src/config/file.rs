@@ -4,15 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use invited_matrix::ServerName;
 use serde::Deserialize;
 
+use super::background;
+use super::values::{in_range, secs};
+
 use super::{
     Config, ConfigError, DEFAULT_DATA_DIR, DEFAULT_IP_RANGE_BLOCKLIST, DEFAULT_LISTEN,
     DEFAULT_SERVER_NAME, FederationConfig, HttpConfig, InvitesConfig, IpRange, PolicyConfig,
-    RejectionsConfig, RetentionConfig, RoomStateChecks, TlsConfig,
+    RoomStateChecks, TlsConfig,
 };
 
 // The file format, exactly as written by operators. Everything optional has its default in
@@ -37,25 +39,11 @@ pub(super) struct FileFormat {
     #[serde(default)]
     rate_limits: RateLimitsFormat,
     #[serde(default)]
-    rejections: RejectionsFormat,
+    rejections: background::RejectionsFormat,
     #[serde(default)]
-    retention: RetentionFormat,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetentionFormat {
-    finished_invites_days: Option<i64>,
-    remote_keys_days: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RejectionsFormat {
-    give_up_after_hours: Option<f64>,
-    first_retry_secs: Option<f64>,
-    max_retry_secs: Option<f64>,
-    request_timeout_secs: Option<i64>,
+    retention: background::RetentionFormat,
+    #[serde(default)]
+    metrics: background::MetricsFormat,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,29 +148,9 @@ pub(super) fn validate(f: FileFormat, path: Option<&Path>) -> Result<Config, Con
         federation: federation_section(f.federation, &resolve)?,
         http: http_section(f.http)?,
         invites: invites_section(f.invites)?,
-        rejections: rejections_section(f.rejections)?,
-        retention: RetentionConfig {
-            finished_invites: secs(
-                in_range(
-                    "retention.finished_invites_days",
-                    f.retention.finished_invites_days,
-                    90,
-                    1,
-                    36_500,
-                )? * 24
-                    * 3600,
-            ),
-            remote_keys: secs(
-                in_range(
-                    "retention.remote_keys_days",
-                    f.retention.remote_keys_days,
-                    30,
-                    1,
-                    3650,
-                )? * 24
-                    * 3600,
-            ),
-        },
+        rejections: background::rejections_section(f.rejections)?,
+        metrics_listen: background::metrics_listen(f.metrics, listen)?,
+        retention: background::retention_section(f.retention)?,
         source: None,
     })
 }
@@ -430,67 +398,9 @@ fn policy_section(p: PolicyFormat, r: RateLimitsFormat) -> Result<PolicyConfig, 
     })
 }
 
-/// `[rejections]`: how long and how often a rejection's delivery is retried.
-fn rejections_section(r: RejectionsFormat) -> Result<RejectionsConfig, ConfigError> {
-    // Fractions are allowed (tests run the schedule in seconds); the bounds keep it sane.
-    let seconds = |key: &str, v: Option<f64>, default: f64, max: f64| {
-        let v = v.unwrap_or(default);
-        if v.is_finite() && v > 0.0 && v <= max {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(ConfigError(format!(
-                "rejections.{key}: {v} is outside (0, {max}]"
-            )))
-        }
-    };
-    let config = RejectionsConfig {
-        give_up_after: seconds(
-            "give_up_after_hours",
-            r.give_up_after_hours.map(|h| h * 3600.0),
-            24.0 * 3600.0,
-            30.0 * 24.0 * 3600.0,
-        )?,
-        first_retry: seconds("first_retry_secs", r.first_retry_secs, 30.0, 3600.0)?,
-        max_retry: seconds("max_retry_secs", r.max_retry_secs, 3600.0, 24.0 * 3600.0)?,
-        request_timeout: secs(in_range(
-            "rejections.request_timeout_secs",
-            r.request_timeout_secs,
-            20,
-            1,
-            300,
-        )?),
-    };
-    if config.max_retry < config.first_retry {
-        return Err(ConfigError(format!(
-            "rejections.max_retry_secs {:?} is less than first_retry_secs {:?}",
-            config.max_retry, config.first_retry
-        )));
-    }
-    Ok(config)
-}
-
-fn secs(n: i64) -> Duration {
-    Duration::from_secs(n.unsigned_abs())
-}
-
 /// Eight workers per core: a worker spends much of an invite waiting for the group commit,
 /// and more invites in flight means more of them share one fsync (measured: 8 per core beat
 /// 4 and 16 on the load benchmark).
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(16, |n| (n.get() * 8).clamp(8, 64))
-}
-
-fn in_range(
-    key: &str,
-    value: Option<i64>,
-    default: i64,
-    min: i64,
-    max: i64,
-) -> Result<i64, ConfigError> {
-    let v = value.unwrap_or(default);
-    if (min..=max).contains(&v) {
-        Ok(v)
-    } else {
-        Err(ConfigError(format!("{key}: {v} is outside {min}..={max}")))
-    }
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use invited_matrix::ServerName;
 use serde::Deserialize;
 
+mod background;
 mod file;
+mod values;
 
 use file::FileFormat;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub rejections: RejectionsConfig,
     pub retention: RetentionConfig,
+    /// `[metrics] listen`: where `GET /metrics` is served (off when absent).
+    pub metrics_listen: Option<SocketAddr>,
     /// Where the configuration came from, for messages; `None` for the embedded default.
     pub source: Option<PathBuf>,
 }

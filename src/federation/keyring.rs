@@ -135,6 +135,8 @@ pub struct Keyring {
     servers: Mutex<HashMap<String, ServerState>>,
     /// Who may wait on fetches (shares per requester and for unknown servers).
     slots: FetchSlots,
+    /// Where fetches are counted (`invited_key_fetches_total`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl fmt::Debug for Keyring {
@@ -161,7 +163,14 @@ impl Keyring {
             store,
             servers: Mutex::new(HashMap::new()),
             slots: FetchSlots::new(workers.saturating_sub(1).max(1)),
+            metrics: None,
         }
+    }
+
+    /// Counts fetches in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Keyring {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Outbound fetch attempts so far.
@@ -345,6 +354,9 @@ impl Keyring {
             purpose.minimum_valid_until_ts(),
             allow_notary.then_some(&notary_key as NotaryKey<'_>),
         );
+        if let Some(m) = &self.metrics {
+            m.key_fetch(fetched.is_ok());
+        }
         match fetched {
             Ok(rows) => {
                 let mut servers = lock(&self.servers);

@@ -53,6 +53,7 @@ pub struct InviteContext<'a> {
     pub now_ms: i64,
     /// The client's address: key fetches an invite causes count against its share.
     pub peer: Option<std::net::IpAddr>,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 /// What we knew about a refused invite when we refused it, for the refusal log.
@@ -144,6 +145,7 @@ pub fn handle(
         Ok(response) => Ok(response),
         Err(Refusal { error, rule }) => {
             if error.status() < 500 {
+                ctx.metrics.refusal(error.errcode());
                 let row = RefusalRow {
                     ts: ctx.now_ms,
                     origin: sender_server.to_string(),
@@ -210,6 +212,7 @@ fn handle_authenticated(
     if let Some(stored) = &held
         && is_retry(stored, sender_server, &fingerprint)
     {
+        ctx.metrics.invite("replayed");
         return Ok(replay(stored, sender_server, &fingerprint, api)?);
     }
 
@@ -318,7 +321,12 @@ fn handle_authenticated(
         log::info!("invite {event_id}: warning: {}", printable(w));
     }
     let stored = ctx.writer.store_invite(new).map_err(store_failed)?;
-    Ok(replay(&stored, sender_server, &fingerprint, api)?)
+    let response = replay(&stored, sender_server, &fingerprint, api)?;
+    ctx.metrics.invite(match state {
+        InviteState::Ignored => "ignored",
+        _ => "stored",
+    });
+    Ok(response)
 }
 
 /// The answer for a different event under the ID of `stored`.

@@ -1,0 +1,192 @@
+//! Prometheus metrics: what invited does, counted, for `GET /metrics` on a listener of its
+//! own (`[metrics] listen`, never the federation port). Registry and encoding are the
+//! Prometheus project's own client (`prometheus-client`); our edge serves them. Labels take
+//! bounded values only — routes, outcomes, errcodes, statuses — never a server name or a
+//! user ID, which anyone can invent.
+
+use std::sync::Arc;
+
+use invited_http::{EdgeError, Handler, Request, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric invited keeps.
+pub struct Metrics {
+    registry: Registry,
+    invites: Family<Labels, Counter>,
+    refusals: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    durations: Family<Labels, Histogram>,
+    key_fetches: Family<Labels, Counter>,
+    database_bytes: Gauge,
+    wal_bytes: Gauge,
+    database: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// The metrics of a server whose database is at `database` (its size is read at scrape
+    /// time), or of none.
+    pub fn new(database: Option<std::path::PathBuf>) -> Metrics {
+        let mut registry = Registry::default();
+        let invites = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_invites",
+            "Invites answered 200, by outcome: stored (pending), ignored (stored, hidden by policy), replayed (a retry answered from the database)",
+            invites.clone(),
+        );
+        let refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_refusals",
+            "Invites refused after authentication, by errcode",
+            refusals.clone(),
+        );
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_http_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        let durations = Family::<Labels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "invited_request_duration_seconds",
+            "Time from a complete request to its response, by route",
+            durations.clone(),
+        );
+        let key_fetches = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_key_fetches",
+            "Fetches of other servers' keys, by result (ok, failed)",
+            key_fetches.clone(),
+        );
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register("invited_build_info", "The running version", build);
+        let database_bytes = Gauge::default();
+        registry.register(
+            "invited_database_bytes",
+            "Size of the SQLite database file",
+            database_bytes.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register(
+            "invited_database_wal_bytes",
+            "Size of the database's write-ahead log",
+            wal_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            invites,
+            refusals,
+            requests,
+            durations,
+            key_fetches,
+            database_bytes,
+            wal_bytes,
+            database,
+        }
+    }
+
+    /// An invite answered 200: `stored`, `ignored` or `replayed`.
+    pub fn invite(&self, outcome: &'static str) {
+        self.invites
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// An invite refused after authentication, with this errcode.
+    pub fn refusal(&self, errcode: &'static str) {
+        self.refusals
+            .get_or_create(&vec![("errcode", errcode.to_owned())])
+            .inc();
+    }
+
+    /// A request answered: its route (a fixed name), status and time.
+    pub fn request(&self, route: &'static str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.durations
+            .get_or_create(&vec![("route", route.to_owned())])
+            .observe(seconds);
+    }
+
+    /// A fetch of another server's keys.
+    pub fn key_fetch(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.key_fetches
+            .get_or_create(&vec![("result", result.to_owned())])
+            .inc();
+    }
+
+    /// The exposition (OpenMetrics text).
+    pub fn encode(&self) -> String {
+        if let Some(db) = &self.database {
+            let size = |p: &std::path::Path| {
+                std::fs::metadata(p).map_or(0, |m| i64::try_from(m.len()).unwrap_or(i64::MAX))
+            };
+            self.database_bytes.set(size(db));
+            self.wal_bytes
+                .set(size(&db.with_file_name("invited.db-wal")));
+        }
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            log::warn!("metrics: encoding failed");
+        }
+        out
+    }
+}
+
+/// The metrics listener's handler: `GET /metrics`, nothing else.
+pub struct MetricsEndpoint(pub Arc<Metrics>);
+
+impl Handler for MetricsEndpoint {
+    fn handle(&self, request: &Request) -> Response {
+        match (request.method.as_str(), request.path()) {
+            ("GET", "/metrics") => Response {
+                status: 200,
+                headers: vec![(
+                    "Content-Type".to_owned(),
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8".to_owned(),
+                )],
+                body: self.0.encode().into_bytes(),
+            },
+            _ => Response {
+                status: 404,
+                headers: vec![("Content-Type".to_owned(), "text/plain".to_owned())],
+                body: b"not found: try GET /metrics\n".to_vec(),
+            },
+        }
+    }
+
+    fn edge_error(&self, error: &EdgeError) -> Response {
+        Response {
+            status: error.status(),
+            headers: vec![("Content-Type".to_owned(), "text/plain".to_owned())],
+            body: error.to_string().into_bytes(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! `GET /metrics` on its own listener, read by the Prometheus project's own parser (Python
+//! `prometheus_client`, OpenMetrics), with each counter moving as the requests it counts are
+//! made.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::invites::{Harness, US, assert_error, put_raw, valid_invite};
+use common::{agent, python, run_cli};
+
+/// The samples of an exposition as `name{labels} → value`, parsed by prometheus_client.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    serde_json::from_str(&python(script, text)).unwrap()
+}
+
+fn scrape(url: &str) -> (String, String) {
+    let mut resp = agent(None).get(url).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let ctype = resp
+        .headers()
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (ctype, resp.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn counters_move_with_the_requests_they_count() {
+    let h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let started = Instant::now();
+    let url = loop {
+        if let Some(line) = h
+            .invited
+            .log()
+            .lines()
+            .find(|l| l.contains("metrics on http://"))
+        {
+            let at = line.find("http://").unwrap();
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            h.invited.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (ctype, before) = scrape(&url);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let before = samples(&before);
+    assert_eq!(
+        before.get(&format!(
+            "invited_build_info{{version={}}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        Some(&1.0)
+    );
+    let at = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+
+    // A stored invite (the origin's key is fetched once), its retry, a refused one.
+    let inv = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
+    let header = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
+    let body = serde_json::to_vec(&inv.body).unwrap();
+    assert_eq!(
+        put_raw(&h.invited, &inv.path, &body, Some(&header)).status,
+        200
+    );
+    assert_eq!(
+        put_raw(&h.invited, &inv.path, &body, Some(&header)).status,
+        200
+    );
+    let out = run_cli(
+        Some(&h.invited.config_path),
+        &["policy", "deny-user", "@alice:*"],
+    );
+    assert!(out.status.success());
+    let refused = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
+    let header = h
+        .origin
+        .sign_request("PUT", &refused.path, US, Some(&refused.body));
+    let answer = put_raw(
+        &h.invited,
+        &refused.path,
+        &serde_json::to_vec(&refused.body).unwrap(),
+        Some(&header),
+    );
+    assert_error(&answer, 403, "M_FORBIDDEN", "denied user");
+    let mut keys = agent(None)
+        .get(&h.invited.url("/_matrix/key/v2/server"))
+        .call()
+        .unwrap();
+    keys.body_mut().read_to_string().unwrap();
+
+    let after = samples(&scrape(&url).1);
+    let moved = |k: &str| at(&after, k) - at(&before, k);
+    assert_eq!(
+        moved("invited_invites_total{outcome=stored}"),
+        1.0,
+        "{after:#?}"
+    );
+    assert_eq!(moved("invited_invites_total{outcome=replayed}"), 1.0);
+    assert_eq!(moved("invited_refusals_total{errcode=M_FORBIDDEN}"), 1.0);
+    assert_eq!(
+        moved("invited_http_requests_total{route=invite_v2,status=200}"),
+        2.0
+    );
+    assert_eq!(
+        moved("invited_http_requests_total{route=invite_v2,status=403}"),
+        1.0
+    );
+    assert_eq!(
+        moved("invited_http_requests_total{route=keys,status=200}"),
+        1.0
+    );
+    assert_eq!(
+        moved("invited_request_duration_seconds_count{route=invite_v2}"),
+        3.0
+    );
+    assert_eq!(moved("invited_key_fetches_total{result=ok}"), 1.0);
+    assert!(at(&after, "invited_database_bytes{}") > 0.0);
+    // No label carries a server name or a user ID.
+    assert!(
+        after
+            .keys()
+            .all(|k| !k.contains(US) && !k.contains(h.origin.name()))
+    );
+    // Nothing but /metrics on that listener, and no metrics on the federation port.
+    let other = agent(None)
+        .get(&url.replace("/metrics", "/"))
+        .call()
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 404);
+    let federation = agent(None).get(&h.invited.url("/metrics")).call().unwrap();
+    assert_eq!(federation.status().as_u16(), 404);
+}
