@@ -24,6 +24,11 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     durations: Family<Labels, Histogram>,
     key_fetches: Family<Labels, Counter>,
+    key_fetch_seconds: Histogram,
+    edge_refusals: Family<Labels, Counter>,
+    commit_batch: Histogram,
+    commit_seconds: Histogram,
+    outbox_pending: Gauge,
     database_bytes: Gauge,
     wal_bytes: Gauge,
     database: Option<std::path::PathBuf>,
@@ -82,6 +87,36 @@ impl Metrics {
             .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
             .set(1);
         registry.register("invited_build_info", "The running version", build);
+        let key_fetch_seconds = latency_histogram();
+        registry.register(
+            "invited_key_fetch_duration_seconds",
+            "Time one fetch of a server's keys took (discovery, the server, notaries)",
+            key_fetch_seconds.clone(),
+        );
+        let edge_refusals = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_edge_refusals",
+            "Requests the HTTP edge refused itself (too large, too slow, malformed, busy), by status",
+            edge_refusals.clone(),
+        );
+        let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "invited_commit_batch_invites",
+            "Invites written per transaction by the writer (group commit)",
+            commit_batch.clone(),
+        );
+        let commit_seconds = latency_histogram();
+        registry.register(
+            "invited_commit_duration_seconds",
+            "Time one group commit took, fsync included",
+            commit_seconds.clone(),
+        );
+        let outbox_pending = Gauge::default();
+        registry.register(
+            "invited_outbox_pending",
+            "Deliveries (rejections) not finished yet, at scrape time",
+            outbox_pending.clone(),
+        );
         let database_bytes = Gauge::default();
         registry.register(
             "invited_database_bytes",
@@ -101,6 +136,11 @@ impl Metrics {
             requests,
             durations,
             key_fetches,
+            key_fetch_seconds,
+            edge_refusals,
+            commit_batch,
+            commit_seconds,
+            outbox_pending,
             database_bytes,
             wal_bytes,
             database,
@@ -134,6 +174,24 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// A request the edge refused itself, with this status.
+    pub fn edge_refusal(&self, status: u16) {
+        self.edge_refusals
+            .get_or_create(&vec![("status", status.to_string())])
+            .inc();
+    }
+
+    /// One group commit of `invites`, taking `seconds`.
+    pub fn commit(&self, invites: usize, seconds: f64) {
+        self.commit_batch.observe(invites as f64);
+        self.commit_seconds.observe(seconds);
+    }
+
+    /// A fetch of another server's keys, taking `seconds`.
+    pub fn key_fetch_time(&self, seconds: f64) {
+        self.key_fetch_seconds.observe(seconds);
+    }
+
     /// A fetch of another server's keys.
     pub fn key_fetch(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
@@ -151,6 +209,12 @@ impl Metrics {
             self.database_bytes.set(size(db));
             self.wal_bytes
                 .set(size(&db.with_file_name("invited.db-wal")));
+            match crate::store::Store::connect(db).and_then(|s| s.outbox_pending()) {
+                Ok(n) => {
+                    self.outbox_pending.set(n);
+                }
+                Err(e) => log::debug!("metrics: {e}"),
+            }
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

@@ -263,6 +263,7 @@ impl Handler for App {
 
     fn edge_error(&self, error: &EdgeError) -> Response {
         log::info!("edge: {} ({})", error.status(), error);
+        self.metrics.edge_refusal(error.status());
         MatrixError::from_edge(error).to_response()
     }
 }

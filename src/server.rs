@@ -169,6 +169,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
                 config.policy.refusal_log_max_days * 24 * 3600 * 1000,
                 config.policy.refusal_log_max_rows,
             ),
+            metrics.clone(),
         )?,
     });
     let server = Server::bind(

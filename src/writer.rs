@@ -89,14 +89,18 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer with its own connection to `db` (already migrated). `refusal_limits` bounds the
     /// refusal log: (max age in ms, max rows).
-    pub fn start(db: &Path, refusal_limits: (i64, i64)) -> Result<Writer, Error> {
+    pub fn start(
+        db: &Path,
+        refusal_limits: (i64, i64),
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Writer, Error> {
         let store = Store::connect(db)?;
         // Checkpoints happen on their own thread (below), never in the commit path.
         store.disable_auto_checkpoint()?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(store, receiver, refusal_limits))
+            .spawn(move || run(store, receiver, refusal_limits, &metrics))
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let checkpoints = Store::connect(db)?;
@@ -193,7 +197,12 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool) {
     }
 }
 
-fn run(mut store: Store, jobs: Receiver<Job>, (max_age, max_rows): (i64, i64)) {
+fn run(
+    mut store: Store,
+    jobs: Receiver<Job>,
+    (max_age, max_rows): (i64, i64),
+    metrics: &crate::metrics::Metrics,
+) {
     while let Ok(first) = jobs.recv() {
         let mut invites = Vec::new();
         let mut replies = Vec::new();
@@ -213,7 +222,9 @@ fn run(mut store: Store, jobs: Receiver<Job>, (max_age, max_rows): (i64, i64)) {
             }
         }
         if !invites.is_empty() {
+            let started = Instant::now();
             let results = store.insert_invites(&invites);
+            metrics.commit(invites.len(), started.elapsed().as_secs_f64());
             log::debug!(
                 "writer: committed {} invite(s) in one transaction",
                 invites.len()

@@ -106,6 +106,12 @@ fn counters_move_with_the_requests_they_count() {
         .unwrap();
     keys.body_mut().read_to_string().unwrap();
 
+    // A body over max_body_bytes: refused by the edge itself, unread.
+    let big =
+        common::wire::request_bytes("PUT", &inv.path, &[("Content-Length", b"2000000")], None);
+    let reply = common::raw_exchange(h.invited.addr, &big, Duration::from_secs(5));
+    assert_eq!(common::status_of(&reply), Some(413));
+
     let after = samples(&scrape(&url).1);
     let moved = |k: &str| at(&after, k) - at(&before, k);
     assert_eq!(
@@ -133,6 +139,12 @@ fn counters_move_with_the_requests_they_count() {
     );
     assert_eq!(moved("invited_key_fetches_total{result=ok}"), 1.0);
     assert!(at(&after, "invited_database_bytes{}") > 0.0);
+    assert_eq!(moved("invited_edge_refusals_total{status=413}"), 1.0);
+    assert_eq!(moved("invited_key_fetch_duration_seconds_count{}"), 1.0);
+    assert!(moved("invited_commit_batch_invites_count{}") >= 1.0);
+    assert!(moved("invited_commit_duration_seconds_count{}") >= 1.0);
+    assert_eq!(at(&after, "invited_outbox_pending{}"), 0.0);
+    assert!(after.contains_key("invited_outbox_pending{}"));
     // No label carries a server name or a user ID.
     assert!(
         after

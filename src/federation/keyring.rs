@@ -348,6 +348,7 @@ impl Keyring {
             self.get_inner(notary, key_id, purpose, Lookup::InsideFetch, None)
                 .map_err(|e| e.to_string())
         };
+        let started = Instant::now();
         let fetched = self.fetcher.fetch(
             server,
             key_id,
@@ -356,6 +357,7 @@ impl Keyring {
         );
         if let Some(m) = &self.metrics {
             m.key_fetch(fetched.is_ok());
+            m.key_fetch_time(started.elapsed().as_secs_f64());
         }
         match fetched {
             Ok(rows) => {

@@ -135,6 +135,17 @@ impl Store {
         Ok(changed)
     }
 
+    /// Outbox rows not finished (for metrics).
+    pub fn outbox_pending(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE finished_ts IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .context(|| "cannot count the outbox".to_owned())
+    }
+
     /// Outbox rows due by `now_ms`, soonest first, at most `limit`.
     pub fn due_outbox(&self, now_ms: i64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
         self.query_all(
