@@ -29,6 +29,7 @@ pub struct Metrics {
     commit_batch: Histogram,
     commit_seconds: Histogram,
     outbox_pending: Gauge,
+    writer_queue: Gauge,
     database_bytes: Gauge,
     wal_bytes: Gauge,
     database: Option<std::path::PathBuf>,
@@ -117,6 +118,12 @@ impl Metrics {
             "Deliveries (rejections) not finished yet, at scrape time",
             outbox_pending.clone(),
         );
+        let writer_queue = Gauge::default();
+        registry.register(
+            "invited_writer_queue",
+            "Invites and refusals waiting for the writer thread",
+            writer_queue.clone(),
+        );
         let database_bytes = Gauge::default();
         registry.register(
             "invited_database_bytes",
@@ -141,6 +148,7 @@ impl Metrics {
             commit_batch,
             commit_seconds,
             outbox_pending,
+            writer_queue,
             database_bytes,
             wal_bytes,
             database,
@@ -179,6 +187,11 @@ impl Metrics {
         self.edge_refusals
             .get_or_create(&vec![("status", status.to_string())])
             .inc();
+    }
+
+    /// Jobs queued for the writer changed by `delta`.
+    pub fn writer_queue(&self, delta: i64) {
+        self.writer_queue.inc_by(delta);
     }
 
     /// One group commit of `invites`, taking `seconds`.

@@ -84,6 +84,7 @@ pub struct Writer {
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     stopping: Arc<AtomicBool>,
     refusals: Mutex<RefusalLimiter>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Writer {
@@ -100,7 +101,10 @@ impl Writer {
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || run(store, receiver, refusal_limits, &metrics))
+            .spawn({
+                let metrics = metrics.clone();
+                move || run(store, receiver, refusal_limits, &metrics)
+            })
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let checkpoints = Store::connect(db)?;
@@ -115,6 +119,7 @@ impl Writer {
             checkpointer: Mutex::new(Some(checkpointer)),
             stopping,
             refusals: Mutex::new(RefusalLimiter::new()),
+            metrics,
         })
     }
 
@@ -131,9 +136,13 @@ impl Writer {
         };
         let sender = self.sender().ok_or_else(stopped)?;
         let (reply, answer) = mpsc::channel();
+        self.metrics.writer_queue(1);
         sender
             .send(Job::Invite(Box::new(invite), reply))
-            .map_err(|_| stopped())?;
+            .map_err(|_| {
+                self.metrics.writer_queue(-1);
+                stopped()
+            })?;
         answer.recv().map_err(|_| stopped())?
     }
 
@@ -147,10 +156,14 @@ impl Writer {
         let Some(suppressed) = admitted else { return };
         let row = RefusalRow { suppressed, ..row }.bounded();
         let Some(sender) = self.sender() else { return };
+        self.metrics.writer_queue(1);
         match sender.try_send(Job::Refusal(row)) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => log::warn!("writer queue full: a refusal was not logged"),
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.writer_queue(-1);
+                log::warn!("writer queue full: a refusal was not logged");
+            }
+            Err(TrySendError::Disconnected(_)) => self.metrics.writer_queue(-1),
         }
     }
 
@@ -207,12 +220,15 @@ fn run(
         let mut invites = Vec::new();
         let mut replies = Vec::new();
         let mut refusals = Vec::new();
-        let mut take = |job: Job| match job {
-            Job::Invite(invite, reply) => {
-                invites.push(*invite);
-                replies.push(reply);
+        let mut take = |job: Job| {
+            metrics.writer_queue(-1);
+            match job {
+                Job::Invite(invite, reply) => {
+                    invites.push(*invite);
+                    replies.push(reply);
+                }
+                Job::Refusal(row) => refusals.push(row),
             }
-            Job::Refusal(row) => refusals.push(row),
         };
         take(first);
         for _ in 1..BATCH {
