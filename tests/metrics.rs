@@ -145,7 +145,11 @@ fn counters_move_with_the_requests_they_count() {
     assert!(moved("invited_commit_duration_seconds_count{}") >= 1.0);
     assert_eq!(at(&after, "invited_outbox_pending{}"), 0.0);
     assert!(after.contains_key("invited_outbox_pending{}"));
-    assert_eq!(at(&after, "invited_writer_queue{}"), 0.0, "nothing left queued");
+    assert_eq!(
+        at(&after, "invited_writer_queue{}"),
+        0.0,
+        "nothing left queued"
+    );
     // No label carries a server name or a user ID.
     assert!(
         after
