@@ -63,6 +63,45 @@ impl MatrixError {
         MatrixError::new(ErrCode::Unknown, "Internal server error")
     }
 
+    /// A store error where it meets a request: logged, answered 500.
+    pub fn store_failed(e: crate::store::StoreError) -> MatrixError {
+        log::error!("{e}");
+        MatrixError::internal()
+    }
+
+    /// 503 with `Retry-After`: a limit of ours, which senders retry (never a 4xx, on which
+    /// they give up).
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> MatrixError {
+        let mut e = MatrixError::new(ErrCode::Unavailable, message);
+        e.retry_after_secs = Some(retry_after_secs);
+        e
+    }
+
+    /// A key we need was not fetched because fetch capacity was busy: 503, never a verdict
+    /// on what the key would have checked.
+    pub fn fetches_busy() -> MatrixError {
+        MatrixError::unavailable("Too many key fetches in progress; try again shortly", 5)
+    }
+
+    /// A request body as JSON, before authentication (the signature covers the parsed
+    /// content): empty or not JSON is 400 `M_NOT_JSON`, JSON we refuse (duplicate keys, a
+    /// number out of range) 400 `M_BAD_JSON`, more than the parser's budget 413.
+    pub fn parse_body(body: &[u8]) -> Result<Value, MatrixError> {
+        use invited_matrix::json::{self, JsonErrorKind};
+        if body.is_empty() {
+            return Err(MatrixError::not_json("The request body is empty"));
+        }
+        json::parse_bytes(body).map_err(|e| {
+            if e.kind == JsonErrorKind::TooManyValues {
+                MatrixError::new(ErrCode::TooLarge, format!("Content refused: {e}"))
+            } else if e.is_syntax() {
+                MatrixError::not_json(format!("Content not JSON: {e}"))
+            } else {
+                MatrixError::bad_json(format!("Content refused: {e}"))
+            }
+        })
+    }
+
     /// Adds a member to the error body.
     pub fn with(mut self, key: &str, value: Value) -> MatrixError {
         self.extra.insert(key.to_owned(), value);

@@ -79,12 +79,10 @@ impl JsonMemory {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if used.all + bytes > self.limit || (large && used.large + bytes > self.limit / 4 * 3) {
-            let mut e = MatrixError::new(
-                ErrCode::Unavailable,
+            return Err(MatrixError::unavailable(
                 "Too many large requests at once; try again shortly",
-            );
-            e.retry_after_secs = Some(1);
-            return Err(e);
+                1,
+            ));
         }
         used.all += bytes;
         if large {

@@ -211,11 +211,10 @@ impl Policy {
             .map(|mut b| step(&mut b, "", now))
             .unwrap_or(Ok(()));
         if let Err(retry_after_ms) = overall {
-            let mut error = MatrixError::new(
-                ErrCode::Unavailable,
+            let error = MatrixError::unavailable(
                 "This server is taking no more invites right now; try again shortly",
+                retry_after_secs(retry_after_ms),
             );
-            error.retry_after_secs = Some(retry_after_secs(retry_after_ms));
             return Err(Refusal::new(error, "rate limit over all origins"));
         }
         for (buckets, key, what) in [

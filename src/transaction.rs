@@ -9,11 +9,10 @@
 //! of the same (origin, txnId) gets the same answer and no second effect.
 
 use invited_http::{Request, Response};
-use invited_matrix::json::{self, Object, Value};
+use invited_matrix::json::{Object, Value};
 use invited_matrix::leave::{HeldInvite, check_rescind, transaction_pdus};
 use invited_matrix::{
-    ErrCode, EventBytes, RoomVersion, ServerName, check_strict, event_id_with,
-    verify_event_signatures_with,
+    EventBytes, RoomVersion, ServerName, check_strict, event_id_with, verify_event_signatures_with,
 };
 
 use crate::error::MatrixError;
@@ -41,11 +40,6 @@ pub struct TransactionContext<'a> {
     pub busy: std::cell::Cell<bool>,
 }
 
-fn store_failed(e: StoreError) -> MatrixError {
-    log::error!("{e}");
-    MatrixError::internal()
-}
-
 /// Handles one transaction with the (percent-decoded) `txn_id` of its path; `origin` is set
 /// as soon as the request is authenticated (for the request log).
 pub fn handle(
@@ -54,25 +48,14 @@ pub fn handle(
     txn_id: &str,
     origin: &mut Option<ServerName>,
 ) -> Result<Response, MatrixError> {
-    if request.body.is_empty() {
-        return Err(MatrixError::not_json("The request body is empty"));
-    }
-    let body = json::parse_bytes(&request.body).map_err(|e| {
-        if e.kind == json::JsonErrorKind::TooManyValues {
-            MatrixError::new(ErrCode::TooLarge, format!("Content refused: {e}"))
-        } else if e.is_syntax() {
-            MatrixError::not_json(format!("Content not JSON: {e}"))
-        } else {
-            MatrixError::bad_json(format!("Content refused: {e}"))
-        }
-    })?;
+    let body = MatrixError::parse_body(&request.body)?;
     let sender = authenticate(request, Some(&body), ctx.our_name, ctx.keyring, ctx.now_ms)?;
     *origin = Some(sender.clone());
 
     if let Some(answer) = ctx
         .store
         .with(|s| s.transaction_answer(sender.as_str(), txn_id))
-        .map_err(store_failed)?
+        .map_err(MatrixError::store_failed)?
     {
         return Ok(Response::json(200, answer.into_bytes()));
     }
@@ -80,7 +63,8 @@ pub fn handle(
     let mut results = Object::new();
     let mut changed = false;
     for pdu in pdus {
-        let Some((id, result)) = consider(ctx, &sender, pdu).map_err(store_failed)? else {
+        let Some((id, result)) = consider(ctx, &sender, pdu).map_err(MatrixError::store_failed)?
+        else {
             continue;
         };
         changed |= result.is_ok();
@@ -91,12 +75,7 @@ pub fn handle(
         results.insert(id, Value::Object(entry));
     }
     if ctx.busy.get() {
-        let mut e = MatrixError::new(
-            ErrCode::Unavailable,
-            "Too many key fetches in progress; try again shortly",
-        );
-        e.retry_after_secs = Some(5);
-        return Err(e);
+        return Err(MatrixError::fetches_busy());
     }
     let mut answer = Object::new();
     answer.insert("pdus".into(), Value::Object(results));
@@ -112,7 +91,7 @@ pub fn handle(
                     ctx.now_ms - ANSWERS_KEPT_MS,
                 )
             })
-            .map_err(store_failed)?;
+            .map_err(MatrixError::store_failed)?;
     }
     Ok(Response::json(200, answer.into_bytes()))
 }

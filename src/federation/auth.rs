@@ -96,11 +96,7 @@ pub fn authenticate(
         // Too many fetches at once is our limit, not the sender's fault: ask for a retry
         // (senders give up on 4xx, but retry 5xx).
         if last_problem == Some(KeyError::Busy) {
-            let mut e = MatrixError::new(
-                ErrCode::Unavailable,
-                "Busy fetching server keys; try again shortly",
-            );
-            e.retry_after_secs = Some(1);
+            let e = MatrixError::unavailable("Busy fetching server keys; try again shortly", 1);
             return Err(e);
         }
         let why = last_problem.map_or_else(|| "no usable key".to_owned(), |e| e.to_string());

@@ -16,7 +16,7 @@ use invited_http::{Request, Response};
 use invited_matrix::invite::{
     Api, CheckedRequest, InviteError, check_request, fingerprint, response_body,
 };
-use invited_matrix::json::{self, Value};
+use invited_matrix::json::Value;
 use invited_matrix::{
     ErrCode, ServerName, SigningKey, check_content_hash, sign_event_with,
     verify_event_signatures_with,
@@ -31,7 +31,7 @@ use crate::error::{MatrixError, Refusal};
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
-use crate::store::{InviteState, NewInvite, RefusalRow, StoreError, StorePool, StoredInvite};
+use crate::store::{InviteState, NewInvite, RefusalRow, StorePool, StoredInvite};
 use crate::text::printable;
 use crate::writer::Writer;
 
@@ -69,17 +69,6 @@ pub(super) fn invalid(why: impl Into<String>) -> MatrixError {
     MatrixError::new(ErrCode::InvalidParam, why)
 }
 
-/// A key we need was not fetched because fetch capacity was busy: a limit of ours, so 503
-/// (which senders retry), never a verdict on the invite.
-pub(super) fn fetches_busy() -> MatrixError {
-    let mut e = MatrixError::new(
-        ErrCode::Unavailable,
-        "Too many key fetches in progress; try again shortly",
-    );
-    e.retry_after_secs = Some(5);
-    e
-}
-
 /// The answer for a request the pure checks refused.
 fn refused_by_checks(e: InviteError) -> MatrixError {
     let error = MatrixError::new(e.code, e.message);
@@ -87,11 +76,6 @@ fn refused_by_checks(e: InviteError) -> MatrixError {
         Some(v) => error.with("room_version", v.into()),
         None => error,
     }
-}
-
-fn store_failed(e: StoreError) -> MatrixError {
-    log::error!("{e}");
-    MatrixError::internal()
 }
 
 /// Handles one invite request for the (percent-decoded) room and event IDs of its path;
@@ -105,9 +89,6 @@ pub fn handle(
     origin: &mut Option<ServerName>,
 ) -> Result<Response, MatrixError> {
     // 1. The body must be JSON before we can check the signature over it; then authenticate.
-    if request.body.is_empty() {
-        return Err(MatrixError::not_json("The request body is empty"));
-    }
     if request.body.len() > ctx.invites.max_request_bytes {
         return Err(MatrixError::new(
             ErrCode::TooLarge,
@@ -117,16 +98,7 @@ pub fn handle(
             ),
         ));
     }
-    let body = json::parse_bytes(&request.body).map_err(|e| {
-        if e.kind == json::JsonErrorKind::TooManyValues {
-            MatrixError::new(ErrCode::TooLarge, format!("Content refused: {e}"))
-        } else if e.is_syntax() {
-            MatrixError::not_json(format!("Content not JSON: {e}"))
-        } else {
-            // JSON, but not JSON we accept (duplicate keys, a number out of range).
-            MatrixError::bad_json(format!("Content refused: {e}"))
-        }
-    })?;
+    let body = MatrixError::parse_body(&request.body)?;
     let sender_server = authenticate(request, Some(&body), ctx.our_name, ctx.keyring, ctx.now_ms)?;
     *origin = Some(sender_server.clone());
 
@@ -208,7 +180,7 @@ fn handle_authenticated(
     let held = ctx
         .store
         .with(|s| s.find_invite(event_id.as_str()))
-        .map_err(store_failed)?;
+        .map_err(MatrixError::store_failed)?;
     if let Some(stored) = &held
         && is_retry(stored, sender_server, &fingerprint)
     {
@@ -239,7 +211,7 @@ fn handle_authenticated(
     );
     verify_event_signatures_with(&event, version, &bytes, &keys).map_err(|e| {
         if busy.get() {
-            fetches_busy()
+            MatrixError::fetches_busy()
         } else {
             invalid(format!("The invite event's signature check failed: {e}"))
         }
@@ -283,12 +255,11 @@ fn handle_authenticated(
 
     // Room on disk for it? Below the watermark, 503: senders retry later.
     if !ctx.disk.has_room() {
-        let mut error = MatrixError::new(
-            ErrCode::Unavailable,
+        return Err(MatrixError::unavailable(
             "This server is low on disk space; try again later",
-        );
-        error.retry_after_secs = Some(60);
-        return Err(error.into());
+            60,
+        )
+        .into());
     }
 
     // 9. Co-sign: our signature over the redacted event; nothing else changes.
@@ -320,7 +291,10 @@ fn handle_authenticated(
     for w in &new.warnings {
         log::info!("invite {event_id}: warning: {}", printable(w));
     }
-    let stored = ctx.writer.store_invite(new).map_err(store_failed)?;
+    let stored = ctx
+        .writer
+        .store_invite(new)
+        .map_err(MatrixError::store_failed)?;
     let response = replay(&stored, sender_server, &fingerprint, api)?;
     ctx.metrics.invite(match state {
         InviteState::Ignored => "ignored",

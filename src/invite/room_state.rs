@@ -163,7 +163,7 @@ pub(super) fn check_room_state(
     }
     // A key not looked up for want of fetch capacity says nothing about the room state.
     if busy.get() {
-        return Err(super::fetches_busy());
+        return Err(MatrixError::fetches_busy());
     }
     if mode != RoomStateChecks::Off && !create_seen {
         problems.push("invite_room_state has no m.room.create event".to_owned());
