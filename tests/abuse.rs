@@ -17,7 +17,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use common::invites::{
-    Answer, Harness, Invite, US, assert_error, invite_in_room, invite_path, put_raw, valid_invite,
+    Answer, Harness, Invite, US, assert_error, invite_in_room, invite_path, put_raw, put_signed,
+    valid_invite,
 };
 use common::origin::{KeyServerMode, TestOrigin};
 use common::wire::{exchange_on, request_bytes};
@@ -80,13 +81,7 @@ fn start(extra: &str) -> Harness {
 }
 
 fn put(h: &Harness, inv: &Invite) -> Answer {
-    let header = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
-    put_raw(
-        &h.invited,
-        &inv.path,
-        &serde_json::to_vec(&inv.body).unwrap(),
-        Some(&header),
-    )
+    put_signed(&h.invited, &h.origin, inv)
 }
 
 /// Invites in the database.
@@ -795,7 +790,7 @@ fn under_every_attack_at_once_a_known_origin_is_served() {
     assert_eq!(put(&h, &valid_invite(&h.origin, "11", BOB)).status, 200);
     let evil = TestOrigin::start(&h.ca);
     assert_eq!(
-        put_evil(&h, &evil, &valid_invite(&evil, "11", BOB)).status,
+        put_signed(&h.invited, &evil, &valid_invite(&evil, "11", BOB)).status,
         200
     );
 
@@ -1095,15 +1090,4 @@ fn under_every_attack_at_once_a_known_origin_is_served() {
         "peak RSS {} KiB (baseline {baseline_kib} KiB)",
         peak.1
     );
-}
-
-/// A PUT of `inv` signed by `origin` (not the harness's).
-fn put_evil(h: &Harness, origin: &TestOrigin, inv: &Invite) -> Answer {
-    let header = origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
-    put_raw(
-        &h.invited,
-        &inv.path,
-        &serde_json::to_vec(&inv.body).unwrap(),
-        Some(&header),
-    )
 }

@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::invites::{
-    Answer, Harness, Invite, US, assert_error, enc, invite_path, put_raw, start_invited,
-    stored_answer, stored_invite, valid_invite,
+    Answer, Harness, Invite, US, assert_error, enc, invite_path, published_keys, put_raw,
+    start_invited, stored_answer, stored_invite, valid_invite,
 };
 use common::origin::{KeyServerMode, TestOrigin, now_ms, public_b64, rules, to_canonical};
 use common::*;
@@ -46,26 +46,7 @@ fn check_cosigned(invited: &Invited, sent: &J, answered: &J, version: &str) {
         "the event must come back unchanged but for our signature"
     );
 
-    let mut keys_resp = agent(None)
-        .get(&invited.url("/_matrix/key/v2/server"))
-        .call()
-        .unwrap();
-    let keys: J = serde_json::from_str(&keys_resp.body_mut().read_to_string().unwrap()).unwrap();
-    let (key_id, key) = keys["verify_keys"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
-    let mut map = ruma_signatures::PublicKeyMap::new();
-    map.insert(
-        US.to_owned(),
-        [(
-            key_id.clone(),
-            ruma_common::serde::Base64::parse(key["key"].as_str().unwrap()).unwrap(),
-        )]
-        .into(),
-    );
+    let map = published_keys(invited);
     // Only check our signature here (the map has only our key).
     let mut only_ours = answered.clone();
     only_ours["signatures"] = json!({ US: answered["signatures"][US] });

@@ -10,7 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::invites::{Answer, Harness, Invite, US, assert_error, put_raw, valid_invite};
+use common::invites::{
+    Answer, Harness, Invite, US, assert_error, published_keys, put_raw, put_signed, valid_invite,
+};
 use common::origin::{TestOrigin, rules, to_canonical};
 use common::*;
 use serde_json::{Value as J, json};
@@ -22,13 +24,7 @@ const FAST: &str =
     "[rejections]\nfirst_retry_secs = 0.3\nmax_retry_secs = 1\nrequest_timeout_secs = 5\n";
 
 fn put(h: &Harness, origin: &TestOrigin, inv: &Invite) -> Answer {
-    let header = origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
-    put_raw(
-        &h.invited,
-        &inv.path,
-        &serde_json::to_vec(&inv.body).unwrap(),
-        Some(&header),
-    )
+    put_signed(&h.invited, origin, inv)
 }
 
 /// An invite for Bob from the harness's origin in a fresh room of `version` that the origin
@@ -79,31 +75,6 @@ fn show(h: &Harness, event_id: &str) -> J {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// invited's published key, as ruma's public key map.
-fn invited_keys(h: &Harness) -> ruma_signatures::PublicKeyMap {
-    let mut resp = agent(None)
-        .get(&h.invited.url("/_matrix/key/v2/server"))
-        .call()
-        .unwrap();
-    let keys: J = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
-    let (key_id, key) = keys["verify_keys"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .next()
-        .unwrap();
-    let mut map = ruma_signatures::PublicKeyMap::new();
-    map.insert(
-        US.to_owned(),
-        [(
-            key_id.clone(),
-            ruma_common::serde::Base64::parse(key["key"].as_str().unwrap()).unwrap(),
-        )]
-        .into(),
-    );
-    map
-}
-
 /// Checks a leave invited sent: Bob's leave in the room, verified by ruma with invited's
 /// published key (hash and signature), with the event ID of the request path (ruma's
 /// reference hash for v3+); returns that ID.
@@ -119,9 +90,12 @@ fn check_leave(
     assert_eq!(leave["state_key"], json!(BOB));
     assert_eq!(leave["room_id"], json!(inv.room_id));
     assert_eq!(leave["content"]["membership"], json!("leave"));
-    let verified =
-        ruma_signatures::verify_event(&invited_keys(h), &to_canonical(leave), &rules(version))
-            .expect("ruma verifies our leave");
+    let verified = ruma_signatures::verify_event(
+        &published_keys(&h.invited),
+        &to_canonical(leave),
+        &rules(version),
+    )
+    .expect("ruma verifies our leave");
     assert_eq!(
         verified,
         ruma_signatures::Verified::All,
@@ -159,7 +133,7 @@ fn check_leave(
         "destination": h.origin.name(), "content": leave,
         "signatures": {US: {key_id: sig}},
     });
-    ruma_signatures::verify_json(&invited_keys(h), &to_canonical(&signed))
+    ruma_signatures::verify_json(&published_keys(&h.invited), &to_canonical(&signed))
         .expect("ruma verifies our X-Matrix signature");
     id
 }

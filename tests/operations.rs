@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::invites::{Harness, US, put_raw, valid_invite};
+use common::invites::{Harness, US, put_signed, valid_invite};
 use common::run_cli;
 
 /// `invited backup FILE` while invites keep arriving: the copy is one committed state (every
@@ -25,9 +25,7 @@ fn a_backup_under_load_is_consistent() {
         let load = s.spawn(|| {
             while !stop.load(Ordering::SeqCst) {
                 let inv = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
-                let header = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
-                let body = serde_json::to_vec(&inv.body).unwrap();
-                if put_raw(&h.invited, &inv.path, &body, Some(&header)).status == 200 {
+                if put_signed(&h.invited, &h.origin, &inv).status == 200 {
                     answered.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -101,12 +99,7 @@ fn retention_deletes_exactly_what_is_finished_and_old() {
     let mut h = Harness::start("[retention]\nfinished_invites_days = 30\n");
     let bob = format!("@bob:{US}");
     let send = |h: &Harness, inv: &common::invites::Invite| {
-        let header = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
-        let body = serde_json::to_vec(&inv.body).unwrap();
-        assert_eq!(
-            put_raw(&h.invited, &inv.path, &body, Some(&header)).status,
-            200
-        );
+        assert_eq!(put_signed(&h.invited, &h.origin, inv).status, 200);
     };
     let named: Vec<(&str, common::invites::Invite)> = [
         "accepted",

@@ -223,6 +223,43 @@ pub fn put_raw(invited: &Invited, path: &str, body: &[u8], auth: Option<&str>) -
     Answer::read(req.send(body).unwrap())
 }
 
+/// PUTs invite `inv` (its v2 path and body) signed by `origin`, on a new connection.
+pub fn put_signed(invited: &Invited, origin: &TestOrigin, inv: &Invite) -> Answer {
+    let header = origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
+    put_raw(
+        invited,
+        &inv.path,
+        &serde_json::to_vec(&inv.body).unwrap(),
+        Some(&header),
+    )
+}
+
+/// The keys invited publishes (`/_matrix/key/v2/server`), as ruma's public key map, to
+/// check what invited signs with an independent implementation.
+pub fn published_keys(invited: &Invited) -> ruma_signatures::PublicKeyMap {
+    let mut resp = agent(None)
+        .get(&invited.url("/_matrix/key/v2/server"))
+        .call()
+        .unwrap();
+    let keys: J = serde_json::from_str(&resp.body_mut().read_to_string().unwrap()).unwrap();
+    let (key_id, key) = keys["verify_keys"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    let mut map = ruma_signatures::PublicKeyMap::new();
+    map.insert(
+        US.to_owned(),
+        [(
+            key_id.clone(),
+            ruma_common::serde::Base64::parse(key["key"].as_str().unwrap()).unwrap(),
+        )]
+        .into(),
+    );
+    map
+}
+
 /// Asserts a Matrix error: this status, this `errcode`, and an `error` string.
 pub fn assert_error(answer: &Answer, status: u16, errcode: &str, what: &str) {
     assert_eq!(answer.status, status, "{what}: {}", answer.text);
