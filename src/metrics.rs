@@ -32,7 +32,8 @@ pub struct Metrics {
     writer_queue: Gauge,
     database_bytes: Gauge,
     wal_bytes: Gauge,
-    database: Option<std::path::PathBuf>,
+    /// The database file (its size is read at scrape time) and connections to it.
+    database: Option<(std::path::PathBuf, Arc<crate::store::StorePool>)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -47,9 +48,9 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// The metrics of a server whose database is at `database` (its size is read at scrape
-    /// time), or of none.
-    pub fn new(database: Option<std::path::PathBuf>) -> Metrics {
+    /// The metrics of a server whose database is at `database`, reached through the pool
+    /// (sizes and the outbox are read at scrape time), or of none.
+    pub fn new(database: Option<(std::path::PathBuf, Arc<crate::store::StorePool>)>) -> Metrics {
         let mut registry = Registry::default();
         let invites = Family::<Labels, Counter>::default();
         registry.register(
@@ -215,14 +216,14 @@ impl Metrics {
 
     /// The exposition (OpenMetrics text).
     pub fn encode(&self) -> String {
-        if let Some(db) = &self.database {
+        if let Some((db, pool)) = &self.database {
             let size = |p: &std::path::Path| {
                 std::fs::metadata(p).map_or(0, |m| i64::try_from(m.len()).unwrap_or(i64::MAX))
             };
             self.database_bytes.set(size(db));
             self.wal_bytes
                 .set(size(&db.with_file_name("invited.db-wal")));
-            match crate::store::Store::connect(db).and_then(|s| s.outbox_pending()) {
+            match pool.with(|s| s.outbox_pending()) {
                 Ok(n) => {
                     self.outbox_pending.set(n);
                 }

@@ -138,7 +138,10 @@ pub fn serve(config: Config) -> Result<(), Error> {
         config.server_name.clone(),
         key.clone(),
     )?);
-    let metrics = Arc::new(crate::metrics::Metrics::new(Some(config.database_path())));
+    let metrics = Arc::new(crate::metrics::Metrics::new(Some((
+        config.database_path(),
+        pool.clone(),
+    ))));
     let keyring = Keyring::new(
         config.server_name.clone(),
         &config.federation,

@@ -138,17 +138,26 @@ impl Outbox {
 }
 
 fn run(shared: &Arc<Shared>) {
+    let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(1000);
     while !shared.stop.load(Ordering::SeqCst) {
-        if let Err(e) = start_due(shared) {
-            log::warn!("outbox: {e}");
-        }
+        // One look at the database: rows due now are started, the rest say how long to wait.
+        let now = now_ms();
+        let soon = match shared
+            .store
+            .with(|s| s.due_outbox(now + poll_ms, MAX_PARALLEL * 4))
+        {
+            Ok(soon) => soon,
+            Err(e) => {
+                log::warn!("outbox: {e}");
+                Vec::new()
+            }
+        };
+        start_due(
+            shared,
+            soon.iter().filter(|item| item.next_attempt_ts <= now),
+        );
         // Until the next row is due, a delivery ends, or the next look at the database.
         // Rows being delivered are due too, but their end wakes us anyway.
-        let poll_ms = i64::try_from(POLL.as_millis()).unwrap_or(1000);
-        let soon = shared
-            .store
-            .with(|s| s.due_outbox(now_ms() + poll_ms, MAX_PARALLEL * 4))
-            .unwrap_or_default();
         let running = shared
             .running
             .lock()
@@ -165,11 +174,8 @@ fn run(shared: &Arc<Shared>) {
 }
 
 /// Starts every due row that is not running, while fewer than [`MAX_PARALLEL`] run.
-fn start_due(shared: &Arc<Shared>) -> Result<(), StoreError> {
-    let due = shared
-        .store
-        .with(|s| s.due_outbox(now_ms(), MAX_PARALLEL * 4))?;
-    for item in due {
+fn start_due<'a>(shared: &Arc<Shared>, due: impl Iterator<Item = &'a OutboxItem>) {
+    for item in due.cloned() {
         let Some(kind) = shared.kinds.iter().find(|k| k.name() == item.kind).cloned() else {
             continue;
         };
@@ -200,7 +206,6 @@ fn start_due(shared: &Arc<Shared>) -> Result<(), StoreError> {
             }
         }
     }
-    Ok(())
 }
 
 /// One attempt, then the schedule's verdict on a failure.
