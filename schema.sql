@@ -432,3 +432,88 @@ CREATE TABLE transactions (
     PRIMARY KEY (origin, txn_id)
 ) STRICT;
 CREATE INDEX transactions_by_ts ON transactions (received_ts);
+
+-- migration 7: telling people — pushers and their notifications, and the change log
+-- Pushers: where to send a push notification when a local user is invited, with the fields a
+-- client gives POST /_matrix/client/v3/pushers/set for kind "http", so a hosting homeserver
+-- can copy its rows here unchanged. One row per (user_id, app_id, pushkey); setting the same
+-- app_id and pushkey again replaces the row (the client API's rule).
+CREATE TABLE pushers (
+    -- Never reused (AUTOINCREMENT): outbox rows name their pusher by it.
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- The local user, e.g. '@bob:our.server'.
+    user_id             TEXT NOT NULL,
+    app_id              TEXT NOT NULL,
+    pushkey             TEXT NOT NULL,
+    kind                TEXT NOT NULL DEFAULT 'http' CHECK (kind = 'http'),
+    app_display_name    TEXT NOT NULL,
+    device_display_name TEXT NOT NULL,
+    profile_tag         TEXT,
+    lang                TEXT NOT NULL,
+    -- The pusher's data object (JSON): url, the gateway's .../_matrix/push/v1/notify;
+    -- format, 'event_id_only' or absent; any other fields, forwarded to the gateway.
+    data                TEXT NOT NULL
+                        CHECK (json_valid(data) AND json_type(data, '$.url') IS 'text'),
+    -- When the pushkey was set (sent to the gateway as pushkey_ts, in seconds).
+    pushkey_ts          INTEGER NOT NULL,
+    UNIQUE (user_id, app_id, pushkey)
+) STRICT;
+
+-- A new pending invite (not ignored, not a retry: a retry inserts nothing) queues one push
+-- notification per pusher of its invitee, in the transaction that stores it. Outbox kind
+-- 'push', subject '<pusher id> <invite event ID>': one notification per (invite, pusher).
+CREATE TRIGGER invites_push AFTER INSERT ON invites
+WHEN NEW.state = 'pending'
+BEGIN
+    INSERT OR IGNORE INTO outbox (kind, subject, created_ts, next_attempt_ts)
+    SELECT 'push', p.id || ' ' || NEW.event_id, NEW.received_ts, NEW.received_ts
+    FROM pushers AS p WHERE p.user_id = NEW.invitee;
+END;
+
+-- A removed pusher (by the operator, or because its gateway rejected the pushkey) gets no
+-- more notifications.
+CREATE TRIGGER pushers_removed AFTER DELETE ON pushers
+BEGIN
+    UPDATE outbox
+    SET finished_ts = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER),
+        last_error = 'the pusher was removed'
+    WHERE kind = 'push' AND finished_ts IS NULL
+      AND subject >= OLD.id || ' ' AND subject < OLD.id || '!';
+END;
+
+-- The change log: one row per new invite and per change of an invite's state, in order. A
+-- consumer (`invited invites watch`, or the hosting homeserver by SQL) remembers the last
+-- cursor it handled and asks for the rows after it:
+--   SELECT * FROM invite_changes WHERE cursor > ? ORDER BY cursor
+-- Written by triggers in the same transaction as the change. Rows are deleted by retention
+-- with the finished invites' age ([retention] finished_invites_days).
+CREATE TABLE invite_changes (
+    -- Increases with every row and is never reused (AUTOINCREMENT), even after deletions.
+    cursor    INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id  TEXT NOT NULL,
+    room_id   TEXT NOT NULL,
+    invitee   TEXT NOT NULL,
+    sender    TEXT NOT NULL,
+    -- The invite's state after the change (invites.state).
+    state     TEXT NOT NULL,
+    -- When: received_ts for a new invite; for a change, the state_changed_ts it set, or now.
+    ts        INTEGER NOT NULL
+) STRICT;
+-- What was there before the log existed, in the order it arrived.
+INSERT INTO invite_changes (event_id, room_id, invitee, sender, state, ts)
+SELECT event_id, room_id, invitee, sender, state, coalesce(state_changed_ts, received_ts)
+FROM invites ORDER BY coalesce(state_changed_ts, received_ts), event_id;
+CREATE TRIGGER invite_changes_new AFTER INSERT ON invites
+BEGIN
+    INSERT INTO invite_changes (event_id, room_id, invitee, sender, state, ts)
+    VALUES (NEW.event_id, NEW.room_id, NEW.invitee, NEW.sender, NEW.state, NEW.received_ts);
+END;
+CREATE TRIGGER invite_changes_state AFTER UPDATE OF state ON invites
+WHEN NEW.state IS NOT OLD.state
+BEGIN
+    INSERT INTO invite_changes (event_id, room_id, invitee, sender, state, ts)
+    VALUES (NEW.event_id, NEW.room_id, NEW.invitee, NEW.sender, NEW.state,
+            CASE WHEN NEW.state_changed_ts IS NOT OLD.state_changed_ts
+                 THEN NEW.state_changed_ts
+                 ELSE CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) END);
+END;

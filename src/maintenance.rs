@@ -47,7 +47,9 @@ pub fn prune(
         let batch = store.prune_batch(now - ms(retention.finished_invites), BATCH)?;
         total.invites += batch.invites;
         total.pdus += batch.pdus;
-        if batch.invites < BATCH {
+        total.changes += batch.changes;
+        total.notifications += batch.notifications;
+        if batch.invites < BATCH && batch.changes < BATCH && batch.notifications < BATCH {
             return Ok(total);
         }
         std::thread::sleep(pause);
@@ -85,10 +87,13 @@ impl Maintenance {
                             Ok(c) if c == PruneCounts::default() => {}
                             Ok(c) => log::info!(
                                 "retention: deleted {} finished invite(s), {} unused PDU(s), \
-                                 {} remote key(s)",
+                                 {} remote key(s), {} change-log row(s), {} finished \
+                                 notification(s)",
                                 c.invites,
                                 c.pdus,
-                                c.remote_keys
+                                c.remote_keys,
+                                c.changes,
+                                c.notifications
                             ),
                             Err(e) => log::warn!("retention: {e}"),
                         }

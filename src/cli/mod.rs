@@ -113,8 +113,13 @@ pub fn run(cli: Cli) -> Result<(), Error> {
                 )
             };
             println!(
-                "{verb} {} finished invite(s), {} unused PDU(s), {} remote key(s)",
-                counts.invites, counts.pdus, counts.remote_keys
+                "{verb} {} finished invite(s), {} unused PDU(s), {} remote key(s), \
+                 {} change-log row(s), {} finished notification(s)",
+                counts.invites,
+                counts.pdus,
+                counts.remote_keys,
+                counts.changes,
+                counts.notifications
             );
             Ok(())
         }),

@@ -2,7 +2,8 @@
 //! ever on a small disk. Answered invites that are finished — accepted, rejected, rejected
 //! locally, rescinded, or ignored — go after a configured age with everything that refers to
 //! them (room state, warnings, rejection and rescind records, finished outbox rows); full PDUs
-//! no invite refers to any more go with them. Pending invites and rejections being delivered
+//! no invite refers to any more go with them, and so do change-log rows and finished push
+//! notifications of the same age. Pending invites and rejections being delivered
 //! are never deleted. Done in batches, each its own short write transaction.
 
 use rusqlite::{TransactionBehavior, params};
@@ -21,7 +22,17 @@ pub struct PruneCounts {
     pub invites: usize,
     pub pdus: usize,
     pub remote_keys: usize,
+    /// Rows of the change log (`invite_changes`).
+    pub changes: usize,
+    /// Push notifications delivered or given up.
+    pub notifications: usize,
 }
+
+/// Change-log rows older than `?1`, oldest first.
+const OLD_CHANGES: &str = "SELECT cursor FROM invite_changes WHERE ts < ?1 ORDER BY cursor";
+/// Finished push notifications older than `?1`.
+const OLD_NOTIFICATIONS: &str =
+    "SELECT id FROM outbox WHERE kind = 'push' AND finished_ts < ?1 ORDER BY id";
 
 impl Store {
     /// What [`Store::prune_batch`] would delete in all, without deleting.
@@ -54,12 +65,21 @@ impl Store {
                 "SELECT count(*) FROM remote_keys WHERE fetched_ts < ?1",
                 keys_before,
             )?,
+            changes: count(
+                &format!("SELECT count(*) FROM ({OLD_CHANGES})"),
+                invites_before,
+            )?,
+            notifications: count(
+                &format!("SELECT count(*) FROM ({OLD_NOTIFICATIONS})"),
+                invites_before,
+            )?,
         })
     }
 
     /// Deletes at most `limit` finished invites older than `invites_before` (with what refers
-    /// to them), then PDUs nothing refers to, in one short transaction. Returns what it
-    /// deleted; call again until it deletes no invite.
+    /// to them), then PDUs nothing refers to, and at most `limit` change-log rows and finished
+    /// notifications of that age, in one short transaction. Returns what it deleted; call
+    /// again until it deletes fewer than `limit` of each.
     pub fn prune_batch(
         &mut self,
         invites_before: i64,
@@ -104,11 +124,26 @@ impl Store {
             )
             .context(fail)?
         };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let changes = tx
+            .execute(
+                &format!("DELETE FROM invite_changes WHERE cursor IN ({OLD_CHANGES} LIMIT ?2)"),
+                params![invites_before, limit],
+            )
+            .context(fail)?;
+        let notifications = tx
+            .execute(
+                &format!("DELETE FROM outbox WHERE id IN ({OLD_NOTIFICATIONS} LIMIT ?2)"),
+                params![invites_before, limit],
+            )
+            .context(fail)?;
         tx.commit().context(fail)?;
         Ok(PruneCounts {
             invites: ids.len(),
             pdus,
             remote_keys: 0,
+            changes,
+            notifications,
         })
     }
 }
