@@ -13,8 +13,9 @@ use crate::federation::keyring::Keyring;
 use crate::federation::outbound::Outbound;
 use crate::keys;
 use crate::maintenance::Maintenance;
-use crate::outbox::Outbox;
+use crate::outbox::push::Pushes;
 use crate::outbox::rejection::Rejections;
+use crate::outbox::{Doorbell, Outbox};
 use crate::policy::Policy;
 use crate::routes::App;
 use crate::store::{PolicyRule, RuleAction, RuleKind, Store, StorePool};
@@ -135,6 +136,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
     let pool = Arc::new(StorePool::new(&config.database_path()));
     let net = Arc::new(Outbound::new(
         &config.federation,
+        &config.push,
         config.server_name.clone(),
         key.clone(),
     )?);
@@ -150,6 +152,8 @@ pub fn serve(config: Config) -> Result<(), Error> {
         net.clone(),
     )
     .with_metrics(metrics.clone());
+    // Rung by the writer when it stores a pending invite: push notifications go out at once.
+    let doorbell = Arc::new(Doorbell::default());
     let app = Arc::new(App {
         server_name: config.server_name.clone(),
         signing_key: key.clone(),
@@ -173,6 +177,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
                 config.policy.refusal_log_max_rows,
             ),
             metrics.clone(),
+            doorbell.clone(),
         )?,
     });
     let server = Server::bind(
@@ -211,13 +216,17 @@ pub fn serve(config: Config) -> Result<(), Error> {
     );
     let outbox = Outbox::start(
         pool.clone(),
-        vec![Arc::new(Rejections::new(
-            pool.clone(),
-            net,
-            config.server_name.clone(),
-            key.clone(),
-            &config.rejections,
-        ))],
+        vec![
+            Arc::new(Rejections::new(
+                pool.clone(),
+                net.clone(),
+                config.server_name.clone(),
+                key.clone(),
+                &config.rejections,
+            )),
+            Arc::new(Pushes::new(pool.clone(), net, &config.push)),
+        ],
+        doorbell,
     )?;
     let maintenance = Maintenance::start(pool.clone(), config.retention.clone())?;
     // Metrics on a listener of their own (never the federation port), one worker.

@@ -19,8 +19,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::fatal::Error;
+use crate::outbox::Doorbell;
 use crate::rate_limit::TokenBuckets;
-use crate::store::{NewInvite, RefusalRow, Store, StoreError, StoredInvite};
+use crate::store::{InviteState, NewInvite, RefusalRow, Store, StoreError, StoredInvite};
 
 /// Writes queued at most before senders wait (back-pressure).
 const QUEUE: usize = 4096;
@@ -90,10 +91,13 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer with its own connection to `db` (already migrated). `refusal_limits` bounds the
     /// refusal log: (max age in ms, max rows).
+    /// `doorbell` is rung after a commit that stored a pending invite (the schema may have
+    /// queued push notifications for it).
     pub fn start(
         db: &Path,
         refusal_limits: (i64, i64),
         metrics: Arc<crate::metrics::Metrics>,
+        doorbell: Arc<Doorbell>,
     ) -> Result<Writer, Error> {
         let store = Store::connect(db)?;
         // Checkpoints happen on their own thread (below), never in the commit path.
@@ -103,7 +107,7 @@ impl Writer {
             .name("writer".into())
             .spawn({
                 let metrics = metrics.clone();
-                move || run(store, receiver, refusal_limits, &metrics)
+                move || run(store, receiver, refusal_limits, &metrics, &doorbell)
             })
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -215,6 +219,7 @@ fn run(
     jobs: Receiver<Job>,
     (max_age, max_rows): (i64, i64),
     metrics: &crate::metrics::Metrics,
+    doorbell: &Doorbell,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut invites = Vec::new();
@@ -245,8 +250,15 @@ fn run(
                 "writer: committed {} invite(s) in one transaction",
                 invites.len()
             );
+            let pending = invites
+                .iter()
+                .zip(&results)
+                .any(|(i, r)| i.state == InviteState::Pending && r.is_ok());
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
+            }
+            if pending {
+                doorbell.ring();
             }
         }
         if !refusals.is_empty()

@@ -1,5 +1,5 @@
-//! The sections for work beside answering requests: `[rejections]` (delivering them),
-//! `[retention]` (what is deleted when), `[metrics]` (where they are served). Split from
+//! The sections for work beside answering requests: `[rejections]` and `[push]` (delivering
+//! them), `[retention]` (what is deleted when), `[metrics]` (where they are served). Split from
 //! `file.rs` to keep each file short; the same rules: defaults here, the key named in errors.
 
 use std::net::SocketAddr;
@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{in_range, secs};
-use super::{ConfigError, RejectionsConfig, RetentionConfig};
+use super::{
+    ConfigError, DEFAULT_IP_RANGE_BLOCKLIST, DeliveryConfig, IpRange, PushConfig, RetentionConfig,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,8 +34,32 @@ pub(super) struct RejectionsFormat {
     pub request_timeout_secs: Option<i64>,
 }
 
-/// `[rejections]`: how long and how often a rejection's delivery is retried.
-pub(super) fn rejections_section(r: RejectionsFormat) -> Result<RejectionsConfig, ConfigError> {
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PushFormat {
+    pub give_up_after_hours: Option<f64>,
+    pub first_retry_secs: Option<f64>,
+    pub max_retry_secs: Option<f64>,
+    pub request_timeout_secs: Option<i64>,
+    pub ip_range_blocklist: Option<Vec<String>>,
+    pub ip_range_allowlist: Option<Vec<String>>,
+    pub allow_http: Option<bool>,
+}
+
+/// A delivery schedule's defaults (seconds).
+struct Defaults {
+    first_retry: f64,
+    max_retry: f64,
+    give_up_after: f64,
+    request_timeout: i64,
+}
+
+/// A delivery schedule: `section` names the keys in errors.
+fn delivery(
+    section: &str,
+    r: RejectionsFormat,
+    d: &Defaults,
+) -> Result<DeliveryConfig, ConfigError> {
     // Fractions are allowed (tests run the schedule in seconds); the bounds keep it sane.
     let seconds = |key: &str, v: Option<f64>, default: f64, max: f64| {
         let v = v.unwrap_or(default);
@@ -41,34 +67,95 @@ pub(super) fn rejections_section(r: RejectionsFormat) -> Result<RejectionsConfig
             Ok(Duration::from_secs_f64(v))
         } else {
             Err(ConfigError(format!(
-                "rejections.{key}: {v} is outside (0, {max}]"
+                "{section}.{key}: {v} is outside (0, {max}]"
             )))
         }
     };
-    let config = RejectionsConfig {
+    let config = DeliveryConfig {
         give_up_after: seconds(
             "give_up_after_hours",
             r.give_up_after_hours.map(|h| h * 3600.0),
-            24.0 * 3600.0,
+            d.give_up_after,
             30.0 * 24.0 * 3600.0,
         )?,
-        first_retry: seconds("first_retry_secs", r.first_retry_secs, 30.0, 3600.0)?,
-        max_retry: seconds("max_retry_secs", r.max_retry_secs, 3600.0, 24.0 * 3600.0)?,
+        first_retry: seconds(
+            "first_retry_secs",
+            r.first_retry_secs,
+            d.first_retry,
+            3600.0,
+        )?,
+        max_retry: seconds(
+            "max_retry_secs",
+            r.max_retry_secs,
+            d.max_retry,
+            24.0 * 3600.0,
+        )?,
         request_timeout: secs(in_range(
-            "rejections.request_timeout_secs",
+            &format!("{section}.request_timeout_secs"),
             r.request_timeout_secs,
-            20,
+            d.request_timeout,
             1,
             300,
         )?),
     };
     if config.max_retry < config.first_retry {
         return Err(ConfigError(format!(
-            "rejections.max_retry_secs {:?} is less than first_retry_secs {:?}",
+            "{section}.max_retry_secs {:?} is less than first_retry_secs {:?}",
             config.max_retry, config.first_retry
         )));
     }
     Ok(config)
+}
+
+/// `[rejections]`: how long and how often a rejection's delivery is retried.
+pub(super) fn rejections_section(r: RejectionsFormat) -> Result<DeliveryConfig, ConfigError> {
+    let defaults = Defaults {
+        first_retry: 30.0,
+        max_retry: 3600.0,
+        give_up_after: 24.0 * 3600.0,
+        request_timeout: 20,
+    };
+    delivery("rejections", r, &defaults)
+}
+
+/// `[push]`: Synapse's pusher schedule by default (first retry after 1 s, doubling, at most
+/// an hour apart, a notification given up after 24 h), and the gateways' IP policy.
+pub(super) fn push_section(p: PushFormat) -> Result<PushConfig, ConfigError> {
+    let defaults = Defaults {
+        first_retry: 1.0,
+        max_retry: 3600.0,
+        give_up_after: 24.0 * 3600.0,
+        request_timeout: 10,
+    };
+    let schedule = RejectionsFormat {
+        give_up_after_hours: p.give_up_after_hours,
+        first_retry_secs: p.first_retry_secs,
+        max_retry_secs: p.max_retry_secs,
+        request_timeout_secs: p.request_timeout_secs,
+    };
+    let ranges = |key: &str, list: Vec<String>| {
+        list.iter()
+            .map(|r| IpRange::parse(r).map_err(|e| ConfigError(format!("push.{key}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(PushConfig {
+        delivery: delivery("push", schedule, &defaults)?,
+        ip_range_blocklist: match p.ip_range_blocklist {
+            Some(list) => ranges("ip_range_blocklist", list)?,
+            None => ranges(
+                "ip_range_blocklist",
+                DEFAULT_IP_RANGE_BLOCKLIST
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            )?,
+        },
+        ip_range_allowlist: ranges(
+            "ip_range_allowlist",
+            p.ip_range_allowlist.unwrap_or_default(),
+        )?,
+        allow_http: p.allow_http.unwrap_or(false),
+    })
 }
 
 /// `[retention]`.

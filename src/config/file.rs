@@ -41,6 +41,8 @@ pub(super) struct FileFormat {
     #[serde(default)]
     rejections: background::RejectionsFormat,
     #[serde(default)]
+    push: background::PushFormat,
+    #[serde(default)]
     retention: background::RetentionFormat,
     #[serde(default)]
     metrics: background::MetricsFormat,
@@ -149,6 +151,7 @@ pub(super) fn validate(f: FileFormat, path: Option<&Path>) -> Result<Config, Con
         http: http_section(f.http)?,
         invites: invites_section(f.invites)?,
         rejections: background::rejections_section(f.rejections)?,
+        push: background::push_section(f.push)?,
         metrics_listen: background::metrics_listen(f.metrics, listen)?,
         retention: background::retention_section(f.retention)?,
         source: None,

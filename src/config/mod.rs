@@ -45,7 +45,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub invites: InvitesConfig,
     pub policy: PolicyConfig,
-    pub rejections: RejectionsConfig,
+    pub rejections: DeliveryConfig,
+    pub push: PushConfig,
     pub retention: RetentionConfig,
     /// `[metrics] listen`: where `GET /metrics` is served (off when absent).
     pub metrics_listen: Option<SocketAddr>,
@@ -53,16 +54,30 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-/// `[rejections]`: delivering a rejection over federation. Failed attempts (network errors,
-/// timeouts, 5xx) are retried after `first_retry`, doubling up to `max_retry` (with jitter),
-/// until `give_up_after` from the request; then the invite is `rejected_locally`.
+/// How a kind of delivery from the outbox is retried (`[rejections]`, `[push]`). Failed
+/// attempts (network errors, timeouts, 5xx) are retried after `first_retry`, doubling up to
+/// `max_retry` (with jitter), until `give_up_after` from when the delivery was queued; then
+/// the kind gives up (a rejection becomes `rejected_locally`, a notification is dropped).
 #[derive(Debug, Clone)]
-pub struct RejectionsConfig {
+pub struct DeliveryConfig {
     pub give_up_after: Duration,
     pub first_retry: Duration,
     pub max_retry: Duration,
     /// Time allowed for each request to another server (discovery included).
     pub request_timeout: Duration,
+}
+
+/// `[push]`: push notifications to the users' push gateways.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub delivery: DeliveryConfig,
+    /// Gateway addresses refused (checked on the resolved IP; default: federation's default,
+    /// private ranges included)...
+    pub ip_range_blocklist: Vec<IpRange>,
+    /// ...unless also in one of these (a push server on the home network, such as ntfy).
+    pub ip_range_allowlist: Vec<IpRange>,
+    /// Whether `http://` gateway URLs are allowed (default: HTTPS only).
+    pub allow_http: bool,
 }
 
 /// `[retention]`: how long finished things are kept (see `store::retention`).

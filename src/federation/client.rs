@@ -1,9 +1,11 @@
-//! Outbound HTTPS to other homeservers (key fetching), on ureq with strict limits.
+//! Outbound HTTPS to other homeservers (key fetches, deliveries) and to push gateways, on
+//! ureq with strict limits.
 //!
 //! Each request goes to an address we resolved ourselves (server discovery decides it), and
 //! every resolved address passes the IP filter before a connection is made: the filter sits in
 //! the resolver, so redirects and well-known lookups cannot bypass it. TLS names and the Host
-//! header stay the server name, as the spec's resolution rules require.
+//! header stay the server name, as the spec's resolution rules require. Push gateways get a
+//! client of their own with their own IP policy (`[push]`): same code, other lists.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,7 +16,7 @@ use invited_matrix::{Value, json};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::DefaultConnector;
 
-use crate::config::FederationConfig;
+use crate::config::{FederationConfig, PushConfig};
 use crate::fatal::Error;
 use crate::federation::ip_filter::{IpRange, is_allowed};
 
@@ -45,6 +47,10 @@ pub struct FederationClient {
     tls: ureq::tls::TlsConfig,
     blocklist: Arc<Vec<IpRange>>,
     allowlist: Arc<Vec<IpRange>>,
+    /// The config section whose lists these are, for messages (`federation`, `push`).
+    policy: &'static str,
+    /// Whether plain `http://` URLs may be used (push gateways, if the operator allows it).
+    allow_http: bool,
     connect_timeout: Duration,
     total_timeout: Duration,
     /// Where `.well-known/matrix/server` is fetched: 443 (HTTPS) except in this crate's own
@@ -67,7 +73,31 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 impl FederationClient {
+    /// The client for other homeservers.
     pub fn new(config: &FederationConfig) -> Result<FederationClient, Error> {
+        let mut client = FederationClient::with_roots(config)?;
+        client.blocklist = Arc::new(config.ip_range_blocklist.clone());
+        client.allowlist = Arc::new(config.ip_range_allowlist.clone());
+        Ok(client)
+    }
+
+    /// The client for push gateways: federation's certificate roots, `[push]`'s IP lists and
+    /// timeout.
+    pub fn for_push(
+        federation: &FederationConfig,
+        push: &PushConfig,
+    ) -> Result<FederationClient, Error> {
+        let mut client = FederationClient::with_roots(federation)?;
+        client.blocklist = Arc::new(push.ip_range_blocklist.clone());
+        client.allowlist = Arc::new(push.ip_range_allowlist.clone());
+        client.policy = "push";
+        client.allow_http = push.allow_http;
+        client.total_timeout = push.delivery.request_timeout;
+        Ok(client)
+    }
+
+    /// A client with the TLS roots of `config`; both constructors then set its IP lists.
+    fn with_roots(config: &FederationConfig) -> Result<FederationClient, Error> {
         let mut builder = ureq::tls::TlsConfig::builder();
         if config.verify_certificates {
             let mut roots: Vec<ureq::tls::Certificate<'static>> = Vec::new();
@@ -100,8 +130,10 @@ impl FederationClient {
         }
         Ok(FederationClient {
             tls: builder.build(),
-            blocklist: Arc::new(config.ip_range_blocklist.clone()),
-            allowlist: Arc::new(config.ip_range_allowlist.clone()),
+            blocklist: Arc::new(Vec::new()),
+            allowlist: Arc::new(Vec::new()),
+            policy: "federation",
+            allow_http: false,
             connect_timeout: Duration::from_secs(5),
             total_timeout: Duration::from_secs(10),
             well_known_port: 443,
@@ -121,8 +153,8 @@ impl FederationClient {
             // No proxy from the environment (HTTPS_PROXY and friends): a proxy would connect
             // for us, to addresses our IP filter never saw.
             .proxy(None)
-            // Never plain HTTP, not even through a redirect.
-            .https_only(true)
+            // Never plain HTTP, not even through a redirect (unless allowed for push).
+            .https_only(!self.allow_http)
             .max_redirects(redirects)
             .max_redirects_will_error(false)
             .timeout_connect(Some(self.connect_timeout.min(left)))
@@ -137,6 +169,7 @@ impl FederationClient {
                 pinned: (target.authority.clone(), target.addrs.clone()),
                 blocklist: self.blocklist.clone(),
                 allowlist: self.allowlist.clone(),
+                policy: self.policy,
                 deadline,
             },
         ))
@@ -211,6 +244,46 @@ impl FederationClient {
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
             .map_err(|e| FetchError(format!("{method} {url}: reading the body: {e}")))?;
+        Ok((status, json::parse_bytes(&bytes).ok()))
+    }
+
+    /// `POST` of a JSON body to a full URL (a push gateway's): no redirects, any status is an
+    /// answer, its body parsed when it is JSON. `https://` only, unless this client allows
+    /// `http://`.
+    pub fn post_to_url(
+        &self,
+        url: &str,
+        body: &Value,
+        deadline: Instant,
+    ) -> Result<(u16, Option<Value>), FetchError> {
+        let plain = url.starts_with("http://");
+        if !(url.starts_with("https://") || plain && self.allow_http) {
+            return Err(FetchError(format!(
+                "{url}: not an https:// URL{}",
+                if plain {
+                    format!(" ({}.allow_http is off)", self.policy)
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        let unpinned = Target {
+            authority: String::new(),
+            addrs: Vec::new(),
+        };
+        let mut response = self
+            .agent(&unpinned, 0, deadline)?
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(body.to_canonical_string())
+            .map_err(|e| FetchError(format!("POST {url}: {e}")))?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| FetchError(format!("POST {url}: reading the body: {e}")))?;
         Ok((status, json::parse_bytes(&bytes).ok()))
     }
 
@@ -301,6 +374,7 @@ struct FilteringResolver {
     pinned: (String, Vec<SocketAddr>),
     blocklist: Arc<Vec<IpRange>>,
     allowlist: Arc<Vec<IpRange>>,
+    policy: &'static str,
     /// Name lookups end by then too.
     deadline: Instant,
 }
@@ -310,7 +384,7 @@ pub fn remaining(deadline: Instant) -> Result<Duration, FetchError> {
     deadline
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| FetchError("the key fetch's deadline passed".to_owned()))
+        .ok_or_else(|| FetchError("the request's deadline passed".to_owned()))
 }
 
 /// Resolves a name to addresses by `deadline`. The system resolver has no timeout of its
@@ -352,7 +426,12 @@ impl Resolver for FilteringResolver {
         let authority = uri
             .authority()
             .ok_or_else(|| ureq::Error::BadUri(format!("{uri} has no host")))?;
-        let port = authority.port_u16().unwrap_or(443);
+        let default_port = if uri.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
         let host = authority.host();
         let key = format!("{host}:{port}");
         let candidates: Vec<SocketAddr> = if key == self.pinned.0 && !self.pinned.1.is_empty() {
@@ -376,8 +455,9 @@ impl Resolver for FilteringResolver {
         if out.is_empty() {
             let why = match refused {
                 Some(a) => format!(
-                    "IP address {} is blocked by federation.ip_range_blocklist",
-                    a.ip()
+                    "IP address {} is blocked by {}.ip_range_blocklist",
+                    a.ip(),
+                    self.policy
                 ),
                 None => format!("no address for {key}"),
             };

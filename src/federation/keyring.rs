@@ -509,6 +509,7 @@ mod tests {
             Arc::new(
                 Outbound::new(
                     &crate::config::Config::embedded_default().federation,
+                    &crate::config::Config::embedded_default().push,
                     ServerName::parse("us.example").unwrap(),
                     invited_matrix::SigningKey::from_seed(
                         invited_matrix::KeyId::parse("ed25519:t").unwrap(),

@@ -1,22 +1,25 @@
 //! The one way out to other servers: server discovery and the HTTPS client (TLS checks, the
 //! IP block/allow lists, deadlines), shared by everything that calls another server — key
-//! fetches (unsigned) and deliveries such as rejections (signed as us with X-Matrix,
-//! <https://spec.matrix.org/v1.16/server-server-api/#request-authentication>).
+//! fetches (unsigned), deliveries such as rejections (signed as us with X-Matrix,
+//! <https://spec.matrix.org/v1.16/server-server-api/#request-authentication>) and push
+//! notifications (to a gateway's URL, with `[push]`'s IP policy).
 
 use std::time::Instant;
 
 use invited_matrix::x_matrix::{XMatrix, header_value, request_signing_bytes};
 use invited_matrix::{ServerName, SigningKey, Value, base64};
 
-use crate::config::FederationConfig;
+use crate::config::{FederationConfig, PushConfig};
 use crate::fatal::Error;
 use crate::federation::client::{FederationClient, FetchError};
 use crate::federation::discovery::Discovery;
 
-/// Discovery and the client, with our name and key for signing requests.
+/// Discovery and the clients, with our name and key for signing requests.
 #[derive(Debug)]
 pub struct Outbound {
     pub client: FederationClient,
+    /// For push gateways: the same client code with `[push]`'s IP lists.
+    pub push_client: FederationClient,
     pub discovery: Discovery,
     our_name: ServerName,
     key: SigningKey,
@@ -50,11 +53,13 @@ impl Answer {
 impl Outbound {
     pub fn new(
         config: &FederationConfig,
+        push: &PushConfig,
         our_name: ServerName,
         key: SigningKey,
     ) -> Result<Outbound, Error> {
         Ok(Outbound {
             client: FederationClient::new(config)?,
+            push_client: FederationClient::for_push(config, push)?,
             discovery: Discovery::default(),
             our_name,
             key,
@@ -90,6 +95,13 @@ impl Outbound {
             body,
             deadline,
         )?;
+        Ok(Answer { status, body })
+    }
+
+    /// POSTs a JSON body to a push gateway's URL (no authentication: the push gateway API
+    /// defines none, <https://spec.matrix.org/v1.16/push-gateway-api/>).
+    pub fn push(&self, url: &str, body: &Value, deadline: Instant) -> Result<Answer, FetchError> {
+        let (status, body) = self.push_client.post_to_url(url, body, deadline)?;
         Ok(Answer { status, body })
     }
 }

@@ -1,14 +1,17 @@
 //! The outbox: work that must reach another server, delivered from the database on a thread
 //! of its own, never on the workers that answer requests.
 //!
-//! A row of the `outbox` table is one thing to deliver (a rejection; push notifications
-//! later). This thread looks for due rows at least every second — so a row written by the CLI
-//! or by the host's own SQL is picked up within about a second, and an idle server costs one
-//! indexed query a second — and runs each on a delivery thread, at most
+//! A row of the `outbox` table is one thing to deliver (a rejection, a push notification).
+//! This thread looks for due rows at least every second — so a row written by the CLI or by
+//! the host's own SQL is picked up within about a second, and an idle server costs one
+//! indexed query a second — and at once when its [`Doorbell`] rings (the writer rings it
+//! after storing a pending invite, which may have queued notifications), at most
+//! [`MIN_GAP`]-apart. It runs each due row on a delivery thread, at most
 //! [`MAX_PARALLEL`] at once and never two for one row. A kind ([`Kind`]) makes one attempt;
 //! failed attempts are retried on one schedule for all kinds ([`Schedule`]), until the kind's
 //! give-up time. Rows survive restarts and crashes: nothing is only in memory.
 
+pub mod push;
 pub mod rejection;
 
 use std::collections::HashSet;
@@ -27,6 +30,41 @@ pub const MAX_PARALLEL: usize = 4;
 
 /// How often the database is looked at when nothing wakes the thread.
 const POLL: Duration = Duration::from_secs(1);
+
+/// The least time between two looks at the database, however often the doorbell rings (the
+/// writer may commit hundreds of times a second under load).
+pub const MIN_GAP: Duration = Duration::from_millis(50);
+
+/// Wakes the outbox thread before its next look at the database.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rung: Mutex<bool>,
+    bell: Condvar,
+}
+
+impl Doorbell {
+    /// Asks for a look at the database soon (never blocks for long: one uncontended lock).
+    pub fn ring(&self) {
+        *self
+            .rung
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.bell.notify_all();
+    }
+
+    /// Waits until rung or `timeout`, and resets it.
+    fn wait(&self, timeout: Duration) {
+        let rung = self
+            .rung
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut rung = self
+            .bell
+            .wait_timeout_while(rung, timeout, |r| !*r)
+            .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+        *rung = false;
+    }
+}
 
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +130,7 @@ struct Shared {
     kinds: Vec<Arc<dyn Kind>>,
     /// Rows being delivered now.
     running: Mutex<HashSet<i64>>,
-    wake: Condvar,
+    doorbell: Arc<Doorbell>,
     stop: AtomicBool,
 }
 
@@ -103,13 +141,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the outbox thread over `store` with these kinds.
-    pub fn start(store: Arc<StorePool>, kinds: Vec<Arc<dyn Kind>>) -> Result<Outbox, Error> {
+    /// Starts the outbox thread over `store` with these kinds; `doorbell` wakes it.
+    pub fn start(
+        store: Arc<StorePool>,
+        kinds: Vec<Arc<dyn Kind>>,
+        doorbell: Arc<Doorbell>,
+    ) -> Result<Outbox, Error> {
         let shared = Arc::new(Shared {
             store,
             kinds,
             running: Mutex::new(HashSet::new()),
-            wake: Condvar::new(),
+            doorbell,
             stop: AtomicBool::new(false),
         });
         let thread = {
@@ -129,7 +171,7 @@ impl Outbox {
     /// are in the database either way).
     pub fn stop(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake.notify_all();
+        self.shared.doorbell.ring();
         let thread = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = thread {
             let _ = t.join();
@@ -156,20 +198,28 @@ fn run(shared: &Arc<Shared>) {
             shared,
             soon.iter().filter(|item| item.next_attempt_ts <= now),
         );
-        // Until the next row is due, a delivery ends, or the next look at the database.
-        // Rows being delivered are due too, but their end wakes us anyway.
-        let running = shared
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let wait = soon
-            .iter()
-            .find(|item| running.len() < MAX_PARALLEL && !running.contains(&item.id))
-            .map_or(POLL, |item| {
-                let ms = u64::try_from(item.next_attempt_ts.saturating_sub(now_ms())).unwrap_or(0);
-                POLL.min(Duration::from_millis(ms.max(10)))
-            });
-        let _ = shared.wake.wait_timeout(running, wait);
+        // Until the next row is due, a delivery ends, the doorbell rings, or the next look
+        // at the database. Rows being delivered are due too, but their end rings anyway.
+        let wait = {
+            let running = shared
+                .running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            soon.iter()
+                .find(|item| running.len() < MAX_PARALLEL && !running.contains(&item.id))
+                .map_or(POLL, |item| {
+                    let ms =
+                        u64::try_from(item.next_attempt_ts.saturating_sub(now_ms())).unwrap_or(0);
+                    POLL.min(Duration::from_millis(ms.max(10)))
+                })
+        };
+        let looked = std::time::Instant::now();
+        shared.doorbell.wait(wait);
+        if let Some(left) = MIN_GAP.checked_sub(looked.elapsed())
+            && !shared.stop.load(Ordering::SeqCst)
+        {
+            std::thread::sleep(left);
+        }
     }
 }
 
@@ -197,7 +247,7 @@ fn start_due<'a>(shared: &Arc<Shared>, due: impl Iterator<Item = &'a OutboxItem>
                 if let Ok(mut running) = worker.running.lock() {
                     running.remove(&item.id);
                 }
-                worker.wake.notify_all();
+                worker.doorbell.ring();
             });
         if let Err(e) = spawned {
             log::warn!("outbox: cannot start a delivery thread: {e}");

@@ -15,7 +15,7 @@ use invited_matrix::leave::{LeaveFor, MAX_PDU_BYTES, leave_from_template};
 use invited_matrix::{RoomVersion, ServerName, SigningKey, Value, base64, event_id, sign_event};
 
 use super::{Kind, Outcome, Schedule};
-use crate::config::RejectionsConfig;
+use crate::config::DeliveryConfig;
 use crate::federation::outbound::{Answer, Outbound};
 use crate::store::{
     InviteState, OUTBOX_REJECTION, OutboxItem, Rejection, RejectionFacts, StoreError, StorePool,
@@ -42,7 +42,7 @@ impl Rejections {
         net: Arc<Outbound>,
         our_name: ServerName,
         key: SigningKey,
-        config: &RejectionsConfig,
+        config: &DeliveryConfig,
     ) -> Rejections {
         Rejections {
             store,

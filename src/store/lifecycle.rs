@@ -13,9 +13,9 @@ pub const OUTBOX_REJECTION: &str = "rejection";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
     pub id: i64,
-    /// `rejection` (more kinds to come: push notifications).
+    /// `rejection` or `push`.
     pub kind: String,
-    /// For `rejection`: the invite's event ID.
+    /// For `rejection`: the invite's event ID; for `push`: `<pusher id> <event ID>`.
     pub subject: String,
     pub created_ts: i64,
     pub attempts: i64,
@@ -337,6 +337,23 @@ impl Store {
         tx.commit()
             .context(|| format!("cannot finish the rejection of {event_id}"))?;
         Ok(changed == 1)
+    }
+
+    /// Finishes an outbox row after an attempt: delivered (`error` None) or refused for good.
+    pub fn outbox_finish(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, finished_ts = ?2, last_error = ?3
+                 WHERE id = ?1",
+                params![id, now_ms, error],
+            )
+            .map(drop)
+            .context(|| format!("cannot finish outbox row {id}"))
     }
 
     /// Finishes an outbox row with nothing left to do (its subject changed meanwhile).

@@ -25,6 +25,7 @@ pub mod invitee_settings;
 pub mod json;
 pub mod leave;
 pub mod pdu;
+pub mod push;
 pub mod redaction;
 pub mod room_version;
 pub mod server_keys;
