@@ -277,6 +277,16 @@ mod tests {
     #[test]
     fn embedded_default() {
         let c = Config::embedded_default();
+        // Push: Synapse's pusher schedule, federation's blocklist, HTTPS only.
+        assert_eq!(c.push.delivery.first_retry, Duration::from_secs(1));
+        assert_eq!(c.push.delivery.max_retry, Duration::from_secs(3600));
+        assert_eq!(
+            c.push.delivery.give_up_after,
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(c.push.ip_range_blocklist, c.federation.ip_range_blocklist);
+        assert!(c.push.ip_range_allowlist.is_empty() && !c.push.allow_http);
+        assert_eq!(c.rejections.first_retry, Duration::from_secs(30));
         assert_eq!(c.server_name.as_str(), "localhost:8448");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8448");
         assert_eq!(c.data_dir, PathBuf::from("invited-data"));
@@ -410,6 +420,19 @@ per_invitee_burst = 3
                 "[federation]\nip_range_allowlist = [\"1.2.3.4/33\"]",
                 "federation.ip_range_allowlist: \"1.2.3.4/33\" has a bad prefix length",
             ),
+            (
+                "[push]\nip_range_allowlist = [\"nas.local\"]",
+                "push.ip_range_allowlist: \"nas.local\" is not an IP address",
+            ),
+            (
+                "[push]\nfirst_retry_secs = 0",
+                "push.first_retry_secs: 0 is outside (0, 3600]",
+            ),
+            (
+                "[rejections]\nfirst_retry_secs = 60\nmax_retry_secs = 30",
+                "rejections.max_retry_secs 30s is less than first_retry_secs 60s",
+            ),
+            ("[push]\nallow_htp = true", "unknown field `allow_htp`"),
         ];
         for (text, needle) in cases {
             let err = Config::parse(text, None).unwrap_err().0;
