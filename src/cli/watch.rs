@@ -85,6 +85,9 @@ fn follow(
         Some(c) => c,
         None => store.last_change_cursor()?,
     };
+    // On stderr (stdout is for the changes): where a later `--since` can resume if nothing
+    // happens, and the moment from which nothing is missed.
+    log::info!("watching the changes after cursor {cursor}");
     loop {
         loop {
             if stop.load(Ordering::Relaxed) {
