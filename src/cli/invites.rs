@@ -73,7 +73,7 @@ pub enum InvitesCommand {
         json: bool,
         /// First print every change after this cursor (the last one you handled), then
         /// follow. Without it, only what happens from now on.
-        #[arg(long, value_name = "CURSOR")]
+        #[arg(long, value_name = "CURSOR", value_parser = clap::value_parser!(i64).range(0..))]
         since: Option<i64>,
     },
 }

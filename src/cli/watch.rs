@@ -94,10 +94,21 @@ fn follow(
                 return Ok(());
             }
             let batch = store.changes_after(cursor, BATCH)?;
-            let Some(last) = batch.last() else { break };
-            cursor = last.cursor;
+            if batch.is_empty() {
+                break;
+            }
             let mut text = String::new();
             for change in &batch {
+                // Cursors have no holes but deleted rows, so a consumer should know.
+                if change.cursor > cursor + 1 {
+                    log::warn!(
+                        "changes {} to {} are no longer in the change log (deleted, e.g. by \
+                         [retention]); going on after them",
+                        cursor + 1,
+                        change.cursor - 1
+                    );
+                }
+                cursor = change.cursor;
                 text.push_str(&line(change, json)?);
                 text.push('\n');
             }
