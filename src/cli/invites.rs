@@ -1,4 +1,4 @@
-//! `invited invites …`: list, show and reject received invites.
+//! `invited invites …`: list, show, reject and watch received invites.
 
 use clap::Subcommand;
 use std::time::{Duration, Instant};
@@ -63,6 +63,18 @@ pub enum InvitesCommand {
         /// rejection, 1 otherwise (printing the state and the last error).
         #[arg(long, value_name = "SECS")]
         wait: Option<u64>,
+    },
+    /// Print each new invite and each change of an invite's state as it happens (from the
+    /// change log, table invite_changes), until interrupted; never writes to the database.
+    Watch {
+        /// One JSON object per line: cursor, event_id, invitee, room_id, room_name, sender,
+        /// state, ts.
+        #[arg(long)]
+        json: bool,
+        /// First print every change after this cursor (the last one you handled), then
+        /// follow. Without it, only what happens from now on.
+        #[arg(long, value_name = "CURSOR", value_parser = clap::value_parser!(i64).range(0..))]
+        since: Option<i64>,
     },
 }
 
@@ -173,11 +185,13 @@ impl<'a> ShownStateEntry<'a> {
 }
 
 pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error> {
-    with_existing_store(config, |store| match command {
-        InvitesCommand::List { user, state, json } => {
+    match command {
+        InvitesCommand::List { user, state, json } => with_existing_store(config, |store| {
             list(store, user.as_deref(), state.as_deref(), json)
+        }),
+        InvitesCommand::Show { event_id, json } => {
+            with_existing_store(config, |store| show(store, &event_id, json))
         }
-        InvitesCommand::Show { event_id, json } => show(store, &event_id, json),
         InvitesCommand::Reject {
             event_id,
             from_server,
@@ -185,18 +199,22 @@ pub(super) fn run(config: &Config, command: InvitesCommand) -> Result<(), Error>
             reason,
             local_only,
             wait,
-        } => reject(
-            store,
-            &RejectArgs {
-                event_id: event_id.as_deref(),
-                from_server: from_server.as_deref(),
-                from_user: from_user.as_deref(),
-                reason: reason.as_deref(),
-                local_only,
-                wait: wait.map(Duration::from_secs),
-            },
-        ),
-    })
+        } => with_existing_store(config, |store| {
+            reject(
+                store,
+                &RejectArgs {
+                    event_id: event_id.as_deref(),
+                    from_server: from_server.as_deref(),
+                    from_user: from_user.as_deref(),
+                    reason: reason.as_deref(),
+                    local_only,
+                    wait: wait.map(Duration::from_secs),
+                },
+            )
+        }),
+        // Not through `with_existing_store`: opening migrates, and a watcher never writes.
+        InvitesCommand::Watch { json, since } => super::watch::run(config, json, since),
+    }
 }
 
 fn list(store: &Store, user: Option<&str>, state: Option<&str>, json: bool) -> Result<(), Error> {

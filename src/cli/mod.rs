@@ -19,6 +19,7 @@ mod keys;
 mod policy;
 mod refusals;
 mod users;
+mod watch;
 
 pub use invites::InvitesCommand;
 pub use keys::KeysCommand;
@@ -55,7 +56,7 @@ pub enum Command {
     Keys(KeysCommand),
     /// Check the configuration, the data directory, the key file and the TLS files, then exit.
     CheckConfig,
-    /// List, show and reject received invites.
+    /// List, show, reject and watch received invites.
     #[command(subcommand)]
     Invites(InvitesCommand),
     /// Server rules and switches for invites (take effect on the next request).
@@ -142,6 +143,14 @@ fn with_existing_store(
     config: &Config,
     command: impl FnOnce(&mut Store) -> Result<(), Error>,
 ) -> Result<(), Error> {
+    let mut store = Store::open(&existing_database(config)?)?;
+    command(&mut store)?;
+    store.close()?;
+    Ok(())
+}
+
+/// The database's path, or the error every command gives before the server first ran.
+fn existing_database(config: &Config) -> Result<PathBuf, Error> {
     let path = config.database_path();
     if !path.exists() {
         return Err(Error::new(format!(
@@ -149,10 +158,7 @@ fn with_existing_store(
             path.display()
         )));
     }
-    let mut store = Store::open(&path)?;
-    command(&mut store)?;
-    store.close()?;
-    Ok(())
+    Ok(path)
 }
 
 /// Parses JSON from the command line or the database; `what` names it in the error.
