@@ -1,11 +1,19 @@
-//! Load benchmark: the real release binary, a fake origin serving its keys over HTTPS (so
-//! invited fetches and caches them the normal way), N distinct fully signed room-v12 invites
-//! with realistic invite_room_state, replayed over keep-alive connections at several
-//! concurrency levels; then a retry-heavy run; then the crypto floor of one invite measured in
-//! this process on the same machine.
+//! Load benchmark on the traffic real servers send: the real release binary serving HTTPS, a
+//! fake origin serving its keys over HTTPS (invited fetches and caches them the normal way),
+//! and room-v12 invites shaped as Synapse 1.163 sends them: **a distinct room per invite**,
+//! with the create, join rules, name and inviter's member events as full PDUs signed by the
+//! origin in `invite_room_state` (so no cache makes the room state free). Requests go over
+//! HTTPS keep-alive connections at several concurrency levels; then the same-room shape (every
+//! invite in one room, the room state verified once and cached) as a second row; then retries;
+//! then a paced run at half the peak rate for its latency.
 //!
-//! Run: `cargo bench -p invited --bench load` (env: INVITES=N, LEVELS=1,4,16,64).
-//! It prints a Markdown table. Figures depend on the machine; compare ratios.
+//! It prints, per run, the server's CPU time per invite (from /proc), the WAL's largest size
+//! seen, the database bytes per invite (after a truncating checkpoint), the server's peak RSS,
+//! and the floor of the real request — every signature and hash the server must do for it,
+//! measured in this process — so the ratio to the floor means something.
+//!
+//! Run: `cargo bench -p invited --bench load` (env: INVITES=N per level, LEVELS=1,4,16,32,64,
+//! WORKERS). It prints Markdown tables. Figures depend on the machine; compare ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 // The integration tests' harness, as a module of this bench. A bench target is its own crate
@@ -18,7 +26,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::invites::invite_path;
@@ -28,41 +38,80 @@ use serde_json::{Value as J, json};
 
 const US: &str = "invited.bench";
 
+/// One complete request (head + body) and its parts.
 struct Prepared {
     path: String,
     request: Vec<u8>,
 }
 
+/// A fake but well-formed event reference, as `auth_events`/`prev_events` carry them.
+fn reference(i: usize, n: usize) -> String {
+    let base = format!("{i:020}{n:023}");
+    format!("${base}")
+}
+
+/// The invite_room_state Synapse 1.163 sends for a room-v12 invite: create, join rules,
+/// name and the inviter's member event, each as the full PDU signed by the origin.
+fn synapse_room_state(origin: &TestOrigin, i: usize) -> (Vec<J>, String) {
+    let (create, room_id) = origin.create_event("12", "alice");
+    let alice = format!("@alice:{}", origin.name());
+    let pdu = |depth: usize, kind: &str, state_key: &str, content: J| {
+        let mut ev = json!({
+            "type": kind, "state_key": state_key, "sender": alice, "content": content,
+            "room_id": room_id, "origin_server_ts": common::origin::now_ms(), "depth": depth,
+            "prev_events": [reference(i, depth - 1)],
+            "auth_events": [reference(i, 100), reference(i, 101)],
+        });
+        if kind == "m.room.member" {
+            ev["auth_events"] = json!([]);
+        }
+        origin.hash_and_sign(&ev, "12")
+    };
+    let member = pdu(
+        2,
+        "m.room.member",
+        &alice,
+        json!({"membership": "join", "displayname": "Alice Liddell"}),
+    );
+    let join_rules = pdu(4, "m.room.join_rules", "", json!({"join_rule": "invite"}));
+    let name = pdu(
+        5,
+        "m.room.name",
+        "",
+        json!({"name": format!("Room number {i}")}),
+    );
+    (vec![create, join_rules, name, member], room_id)
+}
+
 /// One complete v12 invite request (head + body), signed by the origin.
-fn prepare(
-    origin: &TestOrigin,
-    state: &[J],
-    room_id: &str,
-    i: usize,
-    addr: SocketAddr,
-) -> Prepared {
+fn prepare(origin: &TestOrigin, state: &[J], room_id: &str, i: usize) -> Prepared {
     let mut raw = origin.raw_invite("12", room_id, &format!("@user{}:{US}", i % 1000));
     raw["content"]["displayname"] = json!(format!("User {i}"));
     raw["content"]["is_direct"] = json!(false);
+    raw["auth_events"] = json!([reference(i, 200), reference(i, 201), reference(i, 202)]);
+    raw["prev_events"] = json!([reference(i, 6)]);
     let event = origin.hash_and_sign(&raw, "12");
     let event_id = TestOrigin::event_id(&event, "12");
     let body = json!({"room_version": "12", "event": event, "invite_room_state": state});
     let path = invite_path(2, room_id, &event_id);
     let auth = origin.sign_request("PUT", &path, US, Some(&body));
-    let body = serde_json::to_vec(&body).unwrap();
+    let bytes = serde_json::to_vec(&body).unwrap();
     let mut request = format!(
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+        "PUT {path} HTTP/1.1\r\nHost: {US}\r\nAuthorization: {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
     )
     .into_bytes();
-    request.extend_from_slice(&body);
+    request.extend_from_slice(&bytes);
     Prepared { path, request }
 }
 
+type Conn = BufReader<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>;
+
 /// Sends one request on a keep-alive connection; returns the status and whether the server
 /// closes the connection afterwards (it does after `max_requests_per_connection`).
-fn exchange_keep_alive(conn: &mut BufReader<TcpStream>, request: &[u8]) -> (u16, bool) {
+fn exchange_keep_alive(conn: &mut Conn, request: &[u8]) -> (u16, bool) {
     conn.get_mut().write_all(request).unwrap();
+    conn.get_mut().flush().unwrap();
     let mut line = String::new();
     conn.read_line(&mut line).unwrap();
     let status: u16 = line.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -85,14 +134,37 @@ fn exchange_keep_alive(conn: &mut BufReader<TcpStream>, request: &[u8]) -> (u16,
     (status, close)
 }
 
-fn exchange(conn: &mut BufReader<TcpStream>, request: &[u8]) -> u16 {
-    exchange_keep_alive(conn, request).0
+/// An HTTPS client for the server: the test CA as the only root.
+#[derive(Clone)]
+struct Client {
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
 }
 
-fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream.set_nodelay(true).unwrap();
-    BufReader::new(stream)
+impl Client {
+    fn new(addr: SocketAddr, ca: &TestCa) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().into()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Client {
+            addr,
+            config: Arc::new(config),
+        }
+    }
+
+    fn connect(&self) -> Conn {
+        let stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = rustls::ClientConnection::new(self.config.clone(), name).unwrap();
+        BufReader::new(rustls::StreamOwned::new(tls, stream))
+    }
 }
 
 struct RunResult {
@@ -102,20 +174,43 @@ struct RunResult {
     p99: Duration,
     max: Duration,
     non_200: usize,
+    /// Server CPU time (user + system) per request.
+    cpu_per_request: Duration,
 }
 
-fn run(addr: SocketAddr, requests: &[Arc<Vec<u8>>], concurrency: usize) -> RunResult {
+/// Sends `requests` over `concurrency` keep-alive connections, each as fast as answers come;
+/// with `pace`, each connection sends one request per `pace` (open loop: a late answer does
+/// not delay the schedule, it only makes the next request go at once).
+fn run(
+    client: &Client,
+    pid: u32,
+    requests: &[Arc<Vec<u8>>],
+    concurrency: usize,
+    pace: Option<Duration>,
+) -> RunResult {
     let chunk = requests.len().div_ceil(concurrency);
+    let cpu_before = cpu_time(pid);
     let started = Instant::now();
     let threads: Vec<_> = requests
         .chunks(chunk)
-        .map(|part| {
+        .enumerate()
+        .map(|(k, part)| {
             let part: Vec<Arc<Vec<u8>>> = part.to_vec();
+            let client = client.clone();
             std::thread::spawn(move || {
-                let mut conn = connect(addr);
+                let mut conn = client.connect();
                 let mut lat = Vec::with_capacity(part.len());
                 let mut bad = 0;
-                for r in &part {
+                // Spread the connections' schedules over one interval.
+                let start = Instant::now()
+                    + pace.map_or(Duration::ZERO, |p| p * k as u32 / concurrency as u32);
+                for (j, r) in part.iter().enumerate() {
+                    if let Some(p) = pace {
+                        let due = start + p * j as u32;
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
                     let t = Instant::now();
                     let (status, close) = exchange_keep_alive(&mut conn, r);
                     if status != 200 {
@@ -123,7 +218,7 @@ fn run(addr: SocketAddr, requests: &[Arc<Vec<u8>>], concurrency: usize) -> RunRe
                     }
                     lat.push(t.elapsed());
                     if close {
-                        conn = connect(addr);
+                        conn = client.connect();
                     }
                 }
                 (lat, bad)
@@ -138,6 +233,7 @@ fn run(addr: SocketAddr, requests: &[Arc<Vec<u8>>], concurrency: usize) -> RunRe
         non_200 += b;
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time(pid).saturating_sub(cpu_before);
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     RunResult {
@@ -147,7 +243,24 @@ fn run(addr: SocketAddr, requests: &[Arc<Vec<u8>>], concurrency: usize) -> RunRe
         p99: pct(0.99),
         max: *lat.last().unwrap(),
         non_200,
+        cpu_per_request: cpu / lat.len() as u32,
     }
+}
+
+/// User + system CPU time of a process so far (/proc/PID/stat, clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -160,8 +273,53 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-/// The crypto and hashing one invite needs, measured here: request-signature verify, event
-/// signature verify, content hash, reference hash (event ID), co-sign.
+/// Watches the WAL file's size every 10 ms; `max` holds the largest seen.
+struct WalWatch {
+    max: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WalWatch {
+    fn start(wal: &Path) -> WalWatch {
+        let max = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (max, stop, wal) = (max.clone(), stop.clone(), wal.to_owned());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    max.fetch_max(size, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        };
+        WalWatch {
+            max,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The largest size seen since the last call, and starts over.
+    fn take(&self) -> u64 {
+        self.max.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for WalWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Every signature and hash the server must compute for one request of the real shape,
+/// measured here on one core: the request's signature, the invite's signature, content hash
+/// and event ID, each room-state PDU's signature, content hash and event ID (room version 12
+/// checks them), and our co-signature.
 fn crypto_floor(origin: &TestOrigin, sample: &Prepared) -> Duration {
     use invited_matrix::{KeyId, ServerName, VerifyKey, json, x_matrix};
     let text = String::from_utf8_lossy(&sample.request).to_string();
@@ -173,34 +331,60 @@ fn crypto_floor(origin: &TestOrigin, sample: &Prepared) -> Duration {
         .to_owned();
     let body = json::parse(body).unwrap();
     let event = body["event"].as_object().unwrap().clone();
+    let state: Vec<_> = body["invite_room_state"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_object().unwrap().clone())
+        .collect();
     let creds = x_matrix::parse_header(auth.as_bytes()).unwrap().unwrap();
     let vk = VerifyKey::from_base64(&common::origin::public_b64(origin.key())).unwrap();
     let us = ServerName::parse(US).unwrap();
     let rv = invited_matrix::RoomVersion::by_id("12").unwrap();
     let ours = invited_matrix::SigningKey::from_seed(KeyId::parse("ed25519:b").unwrap(), &[7; 32]);
     let keys = |_: &str, _: &KeyId| Some(vk);
-    let rounds = 2000;
+    let rounds = 1000;
     let started = Instant::now();
     for _ in 0..rounds {
         let signed = x_matrix::request_object("PUT", &sample.path, &creds.origin, &us, Some(&body));
         x_matrix::verify_request(&creds, &signed, &vk).unwrap();
-        invited_matrix::verify_event_signatures(&event, rv, &keys).unwrap();
-        invited_matrix::check_content_hash(&event).unwrap();
-        let _ = invited_matrix::event_id(&event, rv).unwrap();
+        for pdu in std::iter::once(&event).chain(&state) {
+            invited_matrix::verify_event_signatures(pdu, rv, &keys).unwrap();
+            invited_matrix::check_content_hash(pdu).unwrap();
+            let _ = invited_matrix::event_id(pdu, rv).unwrap();
+        }
         let mut e = event.clone();
         invited_matrix::sign_event(&mut e, rv, &us, &ours).unwrap();
     }
     started.elapsed() / rounds
 }
 
-fn main() {
-    // `cargo bench` passes --bench; ignore arguments.
-    let n: usize = std::env::var("INVITES")
+/// Database file bytes per stored invite after a truncating checkpoint (the WAL copied in and
+/// emptied), and the invites stored.
+fn bytes_per_invite(db: &Path) -> (f64, i64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    let invites: i64 = conn
+        .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
+        .unwrap();
+    let size = std::fs::metadata(db).unwrap().len();
+    (size as f64 / invites.max(1) as f64, invites)
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; ignore arguments.
+    let n: usize = env_or("INVITES", 5_000);
     let levels: Vec<usize> = std::env::var("LEVELS")
-        .unwrap_or_else(|_| "1,4,16,64".into())
+        .unwrap_or_else(|_| "1,4,16,32,64".into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
@@ -208,12 +392,11 @@ fn main() {
     let origin = TestOrigin::start(&ca);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    let (cert, key) = ca.issue(&["127.0.0.1"]);
+    std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key).unwrap();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // The server's default: eight workers per core (they mostly wait for the group commit).
-    let workers: usize = std::env::var("WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cores * 8);
+    let workers: Option<usize> = std::env::var("WORKERS").ok().and_then(|v| v.parse().ok());
     let config = write_config(
         dir.path(),
         US,
@@ -221,55 +404,43 @@ fn main() {
          [rate_limits]\nper_origin_per_second = 1000000.0\nper_origin_burst = 1000000\n\
          per_invitee_per_second = 1000000.0\nper_invitee_burst = 1000000\n\
          total_per_second = 1000000.0\ntotal_burst = 1000000\n\
-         [http]\nmax_connections_per_ip = 1024\n",
+         [http]\nmax_connections_per_ip = 1024\n\
+         [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n",
     );
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("workers = 2", &format!("workers = {workers}"));
+    // Without WORKERS, the server's own default.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "workers = 2\n",
+        &workers.map_or(String::new(), |w| format!("workers = {w}\n")),
+    );
     std::fs::write(&config, text).unwrap();
     // Per-request info lines would cost the server time; keep the start-up line.
     let invited = Invited::start_with_env(&config, &[("RUST_LOG", "warn,invited::server=info")]);
-    let addr = invited.addr;
+    let pid = invited.pid();
+    let client = Client::new(invited.addr, &ca);
+    let db = dir.path().join("data").join("invited.db");
+    let wal = WalWatch::start(&db.with_extension("db-wal"));
 
-    // Realistic room state: the full create PDU plus a few state events.
-    let (create, room_id) = origin.create_event("12", "alice");
-    let state = vec![
-        create,
-        origin.state_event(
-            "12",
-            &room_id,
-            "m.room.name",
-            json!({"name": "Benchmark room"}),
-        ),
-        origin.state_event(
-            "12",
-            &room_id,
-            "m.room.join_rules",
-            json!({"join_rule": "invite"}),
-        ),
-        origin.state_event(
-            "12",
-            &room_id,
-            "m.room.topic",
-            json!({"topic": "Where invites are measured"}),
-        ),
-        origin.state_event(
-            "12",
-            &room_id,
-            "m.room.encryption",
-            json!({"algorithm": "m.megolm.v1.aes-sha2"}),
-        ),
-    ];
-    eprintln!("preparing {n} signed invites…");
-    let total = n * levels.len();
-    let prepared: Vec<Prepared> = (0..total)
-        .map(|i| prepare(&origin, &state, &room_id, i, addr))
+    let real_levels = levels.len() + 1; // and the paced run
+    eprintln!(
+        "preparing {} invites of the real shape (a room each)…",
+        n * real_levels
+    );
+    let real: Vec<Prepared> = (0..n * real_levels)
+        .map(|i| {
+            let (state, room_id) = synapse_room_state(&origin, i);
+            prepare(&origin, &state, &room_id, i)
+        })
         .collect();
-    // Warm the key cache.
-    let warm = prepare(&origin, &state, &room_id, total + 1, addr);
-    let stream = TcpStream::connect(addr).unwrap();
+    eprintln!("preparing {n} invites of the same-room shape…");
+    let (shared_state, shared_room) = synapse_room_state(&origin, usize::MAX / 2);
+    let same_room: Vec<Prepared> = (0..n)
+        .map(|i| prepare(&origin, &shared_state, &shared_room, n * real_levels + i))
+        .collect();
+    // Warm the key cache (and the TLS session machinery).
+    let (warm_state, warm_room) = synapse_room_state(&origin, usize::MAX / 3);
+    let warm = prepare(&origin, &warm_state, &warm_room, usize::MAX / 3);
     assert_eq!(
-        exchange(&mut BufReader::new(stream), &warm.request),
+        exchange_keep_alive(&mut client.connect(), &warm.request).0,
         200,
         "warm-up invite"
     );
@@ -282,59 +453,105 @@ fn main() {
                 .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     println!(
-        "machine: {cores} cores, {cpu}; server workers: {workers}; load generator on the same cores"
+        "machine: {cores} cores, {cpu}; server: {} workers ({threads} threads); HTTPS keep-alive; \
+         load generator on the same cores",
+        workers.map_or("default".to_owned(), |w| w.to_string())
     );
     println!(
-        "request size: {} bytes; {n} new invites per level\n",
-        prepared[0].request.len()
+        "request: {} bytes (4 full PDUs of room state); {n} invites per row\n",
+        real[0].request.len()
     );
-    println!("| run | connections | invites/s | p50 | p90 | p99 | max | non-200 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| shape | connections | invites/s | server CPU per invite | p50 | p90 | p99 | max | largest WAL | non-200 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / 1048576.0);
+    let row = |shape: &str, c: usize, r: &RunResult, wal_max: u64| {
+        println!(
+            "| {shape} | {c} | {:.0} | {:.0} µs | {} | {} | {} | {} | {} | {} |",
+            r.rate,
+            r.cpu_per_request.as_secs_f64() * 1e6,
+            ms(r.p50),
+            ms(r.p90),
+            ms(r.p99),
+            ms(r.max),
+            mib(wal_max),
+            r.non_200
+        );
+    };
+    let arcs = |ps: &[Prepared]| -> Vec<Arc<Vec<u8>>> {
+        ps.iter().map(|p| Arc::new(p.request.clone())).collect()
+    };
     let mut best = 0.0f64;
+    let mut best_cpu = Duration::MAX;
+    let mut at_32 = None;
+    let mut wal_overall = 0u64;
     for (li, c) in levels.iter().enumerate() {
-        let reqs: Vec<Arc<Vec<u8>>> = prepared[li * n..(li + 1) * n]
-            .iter()
-            .map(|p| Arc::new(p.request.clone()))
-            .collect();
-        let r = run(addr, &reqs, *c);
+        wal.take();
+        let r = run(&client, pid, &arcs(&real[li * n..(li + 1) * n]), *c, None);
+        let w = wal.take();
+        wal_overall = wal_overall.max(w);
+        row("real: a room each", *c, &r, w);
         best = best.max(r.rate);
-        println!(
-            "| new invites | {c} | {:.0} | {} | {} | {} | {} | {} |",
-            r.rate,
-            ms(r.p50),
-            ms(r.p90),
-            ms(r.p99),
-            ms(r.max),
-            r.non_200
-        );
+        best_cpu = best_cpu.min(r.cpu_per_request);
+        if *c == 32 {
+            at_32 = Some(r.rate);
+        }
     }
+    // Half the peak rate (at 32 connections, or the best level), paced.
+    let half = at_32.unwrap_or(best) / 2.0;
+    let conns = 32;
+    let pace = Duration::from_secs_f64(conns as f64 / half);
+    wal.take();
+    let paced = run(
+        &client,
+        pid,
+        &arcs(&real[levels.len() * n..(levels.len() + 1) * n]),
+        conns,
+        Some(pace),
+    );
+    let w = wal.take();
+    wal_overall = wal_overall.max(w);
+    row(
+        &format!("real, paced at {half:.0}/s (half the peak)"),
+        conns,
+        &paced,
+        w,
+    );
+    let same = run(&client, pid, &arcs(&same_room), 32, None);
+    row("same room", 32, &same, wal.take());
     let retry: Vec<Arc<Vec<u8>>> = (0..n).map(|_| Arc::new(warm.request.clone())).collect();
-    for c in [1usize, 16] {
-        let r = run(addr, &retry, c);
-        println!(
-            "| retries of one invite | {c} | {:.0} | {} | {} | {} | {} | {} |",
-            r.rate,
-            ms(r.p50),
-            ms(r.p90),
-            ms(r.p99),
-            ms(r.max),
-            r.non_200
-        );
-    }
-    let rss = peak_rss_mib(invited.pid());
-    let floor = crypto_floor(&origin, &warm);
-    let floor_rate_one_core = 1.0 / floor.as_secs_f64();
-    println!("\npeak RSS of the server: {rss:.1} MiB");
+    let r = run(&client, pid, &retry, 16, None);
+    row("retries of one invite", 16, &r, wal.take());
+    drop(wal);
+
+    let rss = peak_rss_mib(pid);
+    let (per_invite, stored) = bytes_per_invite(&db);
+    let floor = crypto_floor(&origin, &real[0]);
+    let floor_rate = 1.0 / floor.as_secs_f64();
     println!(
-        "crypto floor of one invite (request verify + event verify + content hash + reference hash + co-sign), one core: {:.1} µs = {:.0} invites/s",
-        floor.as_secs_f64() * 1e6,
-        floor_rate_one_core
+        "\npeak RSS of the server: {rss:.1} MiB; largest WAL during the real-shape runs: {}",
+        mib(wal_overall)
     );
     println!(
-        "best end-to-end rate / one-core crypto floor: {:.0} %  (/ all-cores floor: {:.0} %)",
-        best / floor_rate_one_core * 100.0,
-        best / (floor_rate_one_core * cores as f64) * 100.0
+        "database: {:.0} bytes per invite ({stored} invites, after a truncating checkpoint)",
+        per_invite
+    );
+    println!(
+        "floor of one real-shape request (request signature, 5 event signatures + content hashes + \
+         event IDs, co-sign), one core: {:.0} µs = {:.0} invites/s per core",
+        floor.as_secs_f64() * 1e6,
+        floor_rate
+    );
+    println!(
+        "lowest server CPU per invite: {:.0} µs = {:.1}× the floor; best rate {:.0}/s = {:.0} % of the \
+         {cores}-core floor",
+        best_cpu.as_secs_f64() * 1e6,
+        best_cpu.as_secs_f64() / floor.as_secs_f64(),
+        best,
+        best / (floor_rate * cores as f64) * 100.0
     );
 }
