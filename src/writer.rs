@@ -76,7 +76,15 @@ impl RefusalLimiter {
 }
 
 /// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL in use past which the checkpointer makes the WAL start over (a RESTART checkpoint).
+/// Under sustained writes a passive checkpoint never lets it: the file would grow without
+/// bound, and every new block of it costs the kernel zeroing on top of the write.
+const WAL_RESTART_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How long a restarting checkpoint may hold the writer back waiting for readers.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
 
 /// Handle to the writer thread (and its checkpointer).
 pub struct Writer {
@@ -195,7 +203,8 @@ impl Drop for Writer {
 }
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`], without blocking the
-/// writer (a passive checkpoint), until `stop` is set.
+/// writer (a passive checkpoint), and makes the WAL start over when more than
+/// [`WAL_RESTART_BYTES`] of it is in use, until `stop` is set.
 fn checkpoint_loop(store: Store, stop: &AtomicBool) {
     let step = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
@@ -204,8 +213,16 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool) {
         waited += step;
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
-            if let Err(e) = store.checkpoint_passive() {
-                log::warn!("{e}");
+            match store.checkpoint_passive() {
+                Ok(in_use) if in_use > WAL_RESTART_BYTES => {
+                    match store.checkpoint_restart(WAL_RESTART_WAIT) {
+                        Ok(true) => log::debug!("WAL restarted at {in_use} bytes"),
+                        Ok(false) => log::debug!("WAL restart at {in_use} bytes: readers busy"),
+                        Err(e) => log::warn!("{e}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("{e}"),
             }
         }
     }

@@ -316,11 +316,33 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database file without blocking writers
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the frames checkpointed.
-    pub fn checkpoint_passive(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
-            .context(|| "cannot checkpoint the WAL".to_owned())
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the bytes of WAL in use (its frames).
+    pub fn checkpoint_passive(&self) -> Result<u64, StoreError> {
+        let frames: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .context(|| "cannot checkpoint the WAL".to_owned())?;
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .context(|| "cannot read the page size".to_owned())?;
+        // A frame is a page and a 24-byte header.
+        Ok(u64::try_from(frames.max(0) * (page + 24)).unwrap_or(0))
+    }
+
+    /// Checkpoints the whole WAL and waits up to `wait` for readers to leave it, so that the
+    /// next write starts the WAL file over from its beginning (`wal_checkpoint(RESTART)`)
+    /// instead of growing it. Writers wait meanwhile, so the caller does this only when the
+    /// WAL has grown large. Returns whether the restart happened (false: a reader or writer
+    /// stayed busy; try later).
+    pub fn checkpoint_restart(&self, wait: Duration) -> Result<bool, StoreError> {
+        let fail = || "cannot checkpoint the WAL".to_owned();
+        self.conn.busy_timeout(wait).context(fail)?;
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+        self.conn.busy_timeout(BUSY_TIMEOUT).context(fail)?;
+        Ok(busy.context(fail)? == 0)
     }
 
     /// Runs `PRAGMA integrity_check`; `Ok(())` when the database reports "ok".
