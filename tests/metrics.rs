@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::invites::{Harness, US, assert_error, put_raw, valid_invite};
@@ -39,11 +41,10 @@ fn scrape(url: &str) -> (String, String) {
     (ctype, resp.body_mut().read_to_string().unwrap())
 }
 
-#[test]
-fn counters_move_with_the_requests_they_count() {
-    let h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+/// The metrics URL, from the log line that announces it.
+fn metrics_url(h: &Harness) -> String {
     let started = Instant::now();
-    let url = loop {
+    loop {
         if let Some(line) = h
             .invited
             .log()
@@ -51,7 +52,7 @@ fn counters_move_with_the_requests_they_count() {
             .find(|l| l.contains("metrics on http://"))
         {
             let at = line.find("http://").unwrap();
-            break line[at..].split_whitespace().next().unwrap().to_owned();
+            return line[at..].split_whitespace().next().unwrap().to_owned();
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -59,7 +60,17 @@ fn counters_move_with_the_requests_they_count() {
             h.invited.log()
         );
         std::thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+fn at(m: &BTreeMap<String, f64>, k: &str) -> f64 {
+    m.get(k).copied().unwrap_or(0.0)
+}
+
+#[test]
+fn counters_move_with_the_requests_they_count() {
+    let h = Harness::start("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let url = metrics_url(&h);
     let (ctype, before) = scrape(&url);
     assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
     let before = samples(&before);
@@ -70,7 +81,6 @@ fn counters_move_with_the_requests_they_count() {
         )),
         Some(&1.0)
     );
-    let at = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
 
     // A stored invite (the origin's key is fetched once), its retry, a refused one.
     let inv = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
@@ -139,7 +149,10 @@ fn counters_move_with_the_requests_they_count() {
     );
     assert_eq!(moved("invited_key_fetches_total{result=ok}"), 1.0);
     assert!(at(&after, "invited_database_bytes{}") > 0.0);
-    assert_eq!(moved("invited_edge_refusals_total{status=413}"), 1.0);
+    assert_eq!(
+        moved("invited_edge_refusals_total{kind=payload_too_large,status=413}"),
+        1.0
+    );
     assert_eq!(moved("invited_key_fetch_duration_seconds_count{}"), 1.0);
     assert!(moved("invited_commit_batch_invites_count{}") >= 1.0);
     assert!(moved("invited_commit_duration_seconds_count{}") >= 1.0);
@@ -164,4 +177,62 @@ fn counters_move_with_the_requests_they_count() {
     assert_eq!(other.status().as_u16(), 404);
     let federation = agent(None).get(&h.invited.url("/metrics")).call().unwrap();
     assert_eq!(federation.status().as_u16(), 404);
+}
+
+/// `invited_open_connections` follows the federation listener's connections, and connections
+/// closed unanswered over the per-address cap count as edge refusals.
+#[test]
+fn open_connections_and_the_per_address_cap() {
+    let h = Harness::start(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nmax_connections_per_ip = 3\nfirst_byte_timeout_secs = 60\n",
+    );
+    let url = metrics_url(&h);
+    let now = || samples(&scrape(&url).1);
+    let open = || at(&now(), "invited_open_connections{}");
+    let settles = |want: f64| {
+        let started = Instant::now();
+        while open() != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "open connections: {} (want {want})",
+                open()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    settles(0.0);
+    let before = now();
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(h.invited.addr).unwrap())
+        .collect();
+    settles(3.0);
+    // Two more from the same address: closed at once, without a response.
+    for _ in 0..2 {
+        let mut extra = TcpStream::connect(h.invited.addr).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match extra.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected a close without a response, got {other:?}"),
+        }
+    }
+    let after = now();
+    assert_eq!(
+        at(
+            &after,
+            "invited_edge_refusals_total{kind=per_ip_cap,status=none}"
+        ) - at(
+            &before,
+            "invited_edge_refusals_total{kind=per_ip_cap,status=none}"
+        ),
+        2.0,
+        "{after:#?}"
+    );
+    assert_eq!(at(&after, "invited_open_connections{}"), 3.0);
+    drop(held);
+    settles(0.0);
 }
