@@ -64,7 +64,7 @@ impl Metrics {
         let refusals = Family::<Labels, Counter>::default();
         registry.register(
             "invited_refusals",
-            "Invites refused after authentication, by errcode",
+            "Invites refused after authentication, by errcode and by kind of rule or check",
             refusals.clone(),
         );
         let requests = Family::<Labels, Counter>::default();
@@ -174,10 +174,13 @@ impl Metrics {
             .inc();
     }
 
-    /// An invite refused after authentication, with this errcode.
-    pub fn refusal(&self, errcode: &'static str) {
+    /// An invite refused after authentication, with this errcode, by this kind of rule.
+    pub fn refusal(&self, errcode: &'static str, kind: &'static str) {
         self.refusals
-            .get_or_create(&vec![("errcode", errcode.to_owned())])
+            .get_or_create(&vec![
+                ("errcode", errcode.to_owned()),
+                ("kind", kind.to_owned()),
+            ])
             .inc();
     }
 

@@ -82,7 +82,8 @@ fn counters_move_with_the_requests_they_count() {
         Some(&1.0)
     );
 
-    // A stored invite (the origin's key is fetched once), its retry, a refused one.
+    // A stored invite (the origin's key is fetched once), its retry, one refused by the
+    // signature check and one by a deny rule.
     let inv = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
     let header = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
     let body = serde_json::to_vec(&inv.body).unwrap();
@@ -94,6 +95,19 @@ fn counters_move_with_the_requests_they_count() {
         put_raw(&h.invited, &inv.path, &body, Some(&header)).status,
         200
     );
+    let mut forged = valid_invite(&h.origin, "11", &format!("@bob:{US}"));
+    forged.body["event"]["signatures"][h.origin.name()][h.origin.key_id()] =
+        serde_json::json!("A".repeat(86));
+    let header = h
+        .origin
+        .sign_request("PUT", &forged.path, US, Some(&forged.body));
+    let answer = put_raw(
+        &h.invited,
+        &forged.path,
+        &serde_json::to_vec(&forged.body).unwrap(),
+        Some(&header),
+    );
+    assert_error(&answer, 400, "M_INVALID_PARAM", "forged event signature");
     let out = run_cli(
         Some(&h.invited.config_path),
         &["policy", "deny-user", "@alice:*"],
@@ -130,7 +144,16 @@ fn counters_move_with_the_requests_they_count() {
         "{after:#?}"
     );
     assert_eq!(moved("invited_invites_total{outcome=replayed}"), 1.0);
-    assert_eq!(moved("invited_refusals_total{errcode=M_FORBIDDEN}"), 1.0);
+    // Refusals by errcode and by the kind of rule or check; the rule's text (which names the
+    // user) stays out of the labels.
+    assert_eq!(
+        moved("invited_refusals_total{errcode=M_FORBIDDEN,kind=deny}"),
+        1.0
+    );
+    assert_eq!(
+        moved("invited_refusals_total{errcode=M_INVALID_PARAM,kind=signature}"),
+        1.0
+    );
     assert_eq!(
         moved("invited_http_requests_total{route=invite_v2,status=200}"),
         2.0
@@ -140,12 +163,16 @@ fn counters_move_with_the_requests_they_count() {
         1.0
     );
     assert_eq!(
+        moved("invited_http_requests_total{route=invite_v2,status=400}"),
+        1.0
+    );
+    assert_eq!(
         moved("invited_http_requests_total{route=keys,status=200}"),
         1.0
     );
     assert_eq!(
         moved("invited_request_duration_seconds_count{route=invite_v2}"),
-        3.0
+        4.0
     );
     assert_eq!(moved("invited_key_fetches_total{result=ok}"), 1.0);
     assert!(at(&after, "invited_database_bytes{}") > 0.0);
