@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -26,6 +26,55 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps(out))
 "#;
     serde_json::from_str(&python(script, text)).unwrap()
+}
+
+/// The series names an exposition offers to a query: a counter `x` is `x_total`, a histogram
+/// `x_bucket`, `x_sum` and `x_count`, a gauge `x` (whether or not a labelled child exists yet).
+fn exposed_names(text: &str) -> BTreeSet<String> {
+    let script = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+out = set()
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for suffix in suffixes.get(family.type, [""]):
+        out.add(family.name + suffix)
+    out.update(s.name for s in family.samples)
+print(json.dumps(sorted(out)))
+"#;
+    serde_json::from_str(&python(script, text)).unwrap()
+}
+
+/// The `invited_…` names in a PromQL expression.
+fn metric_names(expr: &str) -> Vec<String> {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    for (at, _) in expr.match_indices("invited_") {
+        if expr[..at].chars().next_back().is_some_and(word) {
+            continue;
+        }
+        let end = expr[at..]
+            .find(|c: char| !word(c))
+            .map_or(expr.len(), |n| at + n);
+        names.push(expr[at..end].to_owned());
+    }
+    names
+}
+
+/// Every PromQL query of a Grafana dashboard: panel targets' `expr`, variables' `definition`.
+fn dashboard_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v.as_str()) {
+                    ("expr" | "definition", Some(q)) => out.push(q.to_owned()),
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
 }
 
 fn scrape(url: &str) -> (String, String) {
@@ -136,7 +185,8 @@ fn counters_move_with_the_requests_they_count() {
     let reply = common::raw_exchange(h.invited.addr, &big, Duration::from_secs(5));
     assert_eq!(common::status_of(&reply), Some(413));
 
-    let after = samples(&scrape(&url).1);
+    let exposition = scrape(&url).1;
+    let after = samples(&exposition);
     let moved = |k: &str| at(&after, k) - at(&before, k);
     assert_eq!(
         moved("invited_invites_total{outcome=stored}"),
@@ -190,6 +240,7 @@ fn counters_move_with_the_requests_they_count() {
         0.0,
         "nothing left queued"
     );
+    check_the_grafana_dashboard(&exposition);
     // No label carries a server name or a user ID.
     assert!(
         after
@@ -262,4 +313,58 @@ fn open_connections_and_the_per_address_cap() {
     assert_eq!(at(&after, "invited_open_connections{}"), 3.0);
     drop(held);
     settles(0.0);
+}
+
+/// contrib/grafana/invited.json asks only for series in `exposition`, so a renamed metric
+/// cannot leave the dashboard behind; its data source is the import-time input. A labelled
+/// family is exposed only once it has a child: `exposition` is taken after requests that
+/// move every family.
+fn check_the_grafana_dashboard(exposition: &str) {
+    let exposed = exposed_names(exposition);
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana/invited.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 20, "{queries:#?}");
+    let mut used = BTreeSet::new();
+    for q in &queries {
+        let names = metric_names(q);
+        assert!(!names.is_empty(), "a query of no invited metric: {q}");
+        for n in names {
+            assert!(
+                exposed.contains(&n),
+                "contrib/grafana/invited.json: {n} (in {q}) is not exposed; exposed: {exposed:#?}"
+            );
+            used.insert(n);
+        }
+    }
+    // Issue 15's list: each is on the dashboard.
+    for n in [
+        "invited_http_requests_total",
+        "invited_request_duration_seconds_bucket",
+        "invited_invites_total",
+        "invited_refusals_total",
+        "invited_key_fetches_total",
+        "invited_key_fetch_duration_seconds_bucket",
+        "invited_writer_queue",
+        "invited_commit_duration_seconds_bucket",
+        "invited_commit_batch_invites_count",
+        "invited_outbox_pending",
+        "invited_open_connections",
+        "invited_edge_refusals_total",
+        "invited_database_bytes",
+        "invited_database_wal_bytes",
+        "invited_build_info",
+    ] {
+        assert!(used.contains(n), "{n} is not on the dashboard");
+    }
+    assert_eq!(dashboard["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let text = dashboard.to_string();
+    assert_eq!(
+        text.matches(r#""type":"prometheus""#).count(),
+        text.matches(r#""type":"prometheus","uid":"${DS_PROMETHEUS}""#)
+            .count(),
+        "every Prometheus data source is the input"
+    );
 }
