@@ -6,11 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# tests/proxy.rs runs a real nginx (Debian's package) in front of invited.
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-    echo "test.sh: installing nginx-light (for tests/proxy.rs)" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-fi
+# tests/proxy.rs runs a real nginx and a real Caddy (Debian's packages) in front of invited.
+scripts/install-proxies.sh
 
 INVITED_ORACLE_PYTHON="$(scripts/setup-oracles.sh | tail -n 1)"
 export INVITED_ORACLE_PYTHON

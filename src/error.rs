@@ -137,28 +137,87 @@ impl MatrixError {
     }
 }
 
-/// A refused invite: the error answered, and the rule or check that refused it, for the
-/// refusal log (`refusals.rule`).
+/// A refused invite: the error answered, the rule or check that refused it for the refusal
+/// log (`refusals.rule`, free text), and its kind for metrics (a bounded label: the rule text
+/// can name servers and users).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
     pub error: MatrixError,
     pub rule: String,
+    pub kind: RefusalKind,
 }
 
-impl Refusal {
-    pub fn new(error: MatrixError, rule: impl Into<String>) -> Refusal {
+/// Which step or rule refused an invite. 5xx kinds exist so that every refusal has one, but
+/// only 4xx refusals are logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The `refuse_all` switch.
+    RefuseAll,
+    /// A deny rule, by server or user.
+    Deny,
+    /// `allow_list_mode`, and a server not on the list.
+    AllowList,
+    /// `known_users_only`, and an invitee we do not know.
+    KnownUsers,
+    /// The invitee's own settings (MSC4380, MSC4155) block the sender.
+    InviteeSettings,
+    /// A rate limit.
+    RateLimit,
+    /// The checks of the request and its event that need no keys (format, IDs, room version).
+    EventCheck,
+    /// The event or its room state over a size limit.
+    Size,
+    /// The event's signatures or content hash.
+    Signature,
+    /// A different event under an event ID we already hold.
+    Conflict,
+    /// `invite_room_state` failed its checks (MSC4311).
+    RoomState,
+    /// Not now: fetch capacity or disk space (503).
+    Unavailable,
+    /// Our own failure: storage, signing (500).
+    Internal,
+}
+
+impl RefusalKind {
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::RefuseAll => "refuse_all",
+            RefusalKind::Deny => "deny",
+            RefusalKind::AllowList => "allow_list",
+            RefusalKind::KnownUsers => "known_users",
+            RefusalKind::InviteeSettings => "invitee_settings",
+            RefusalKind::RateLimit => "rate_limit",
+            RefusalKind::EventCheck => "event_check",
+            RefusalKind::Size => "size",
+            RefusalKind::Signature => "signature",
+            RefusalKind::Conflict => "conflict",
+            RefusalKind::RoomState => "room_state",
+            RefusalKind::Unavailable => "unavailable",
+            RefusalKind::Internal => "internal",
+        }
+    }
+
+    /// A refusal of this kind by a check rather than a named rule: the error's message
+    /// says which, and is the logged rule.
+    pub fn check(self, error: MatrixError) -> Refusal {
+        let rule = error.message.chars().take(300).collect::<String>();
         Refusal {
             error,
-            rule: rule.into(),
+            rule,
+            kind: self,
         }
     }
 }
 
-/// A refusal by a check rather than a named rule: the error's message says which.
-impl From<MatrixError> for Refusal {
-    fn from(error: MatrixError) -> Refusal {
-        let rule = error.message.chars().take(300).collect::<String>();
-        Refusal { error, rule }
+impl Refusal {
+    pub fn new(kind: RefusalKind, error: MatrixError, rule: impl Into<String>) -> Refusal {
+        Refusal {
+            error,
+            rule: rule.into(),
+            kind,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use invited_http::{EdgeError, Handler, Request, Response};
+use invited_http::{ConnectionCount, ConnectionRefused, EdgeError, Handler, Request, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -32,6 +32,9 @@ pub struct Metrics {
     writer_queue: Gauge,
     database_bytes: Gauge,
     wal_bytes: Gauge,
+    open_connections: Gauge,
+    /// The federation listener's connections, read at scrape time; set once it is bound.
+    connections: std::sync::OnceLock<ConnectionCount>,
     /// The database file (its size is read at scrape time) and connections to it.
     database: Option<(std::path::PathBuf, Arc<crate::store::StorePool>)>,
 }
@@ -61,7 +64,7 @@ impl Metrics {
         let refusals = Family::<Labels, Counter>::default();
         registry.register(
             "invited_refusals",
-            "Invites refused after authentication, by errcode",
+            "Invites refused after authentication, by errcode and by kind of rule or check",
             refusals.clone(),
         );
         let requests = Family::<Labels, Counter>::default();
@@ -98,8 +101,14 @@ impl Metrics {
         let edge_refusals = Family::<Labels, Counter>::default();
         registry.register(
             "invited_edge_refusals",
-            "Requests the HTTP edge refused itself (too large, too slow, malformed, busy), by status",
+            "Requests and connections the HTTP edge refused itself (too large, too slow, malformed, busy, over a connection cap), by kind and status (none: closed unanswered)",
             edge_refusals.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "invited_open_connections",
+            "Connections open on the federation listener (waiting, reading, being answered), at scrape time",
+            open_connections.clone(),
         );
         let commit_batch = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         registry.register(
@@ -152,6 +161,8 @@ impl Metrics {
             writer_queue,
             database_bytes,
             wal_bytes,
+            open_connections,
+            connections: std::sync::OnceLock::new(),
             database,
         }
     }
@@ -163,10 +174,13 @@ impl Metrics {
             .inc();
     }
 
-    /// An invite refused after authentication, with this errcode.
-    pub fn refusal(&self, errcode: &'static str) {
+    /// An invite refused after authentication, with this errcode, by this kind of rule.
+    pub fn refusal(&self, errcode: &'static str, kind: &'static str) {
         self.refusals
-            .get_or_create(&vec![("errcode", errcode.to_owned())])
+            .get_or_create(&vec![
+                ("errcode", errcode.to_owned()),
+                ("kind", kind.to_owned()),
+            ])
             .inc();
     }
 
@@ -183,11 +197,33 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// A request the edge refused itself, with this status.
-    pub fn edge_refusal(&self, status: u16) {
+    /// A request the edge refused itself.
+    pub fn edge_refusal(&self, error: &EdgeError) {
         self.edge_refusals
-            .get_or_create(&vec![("status", status.to_string())])
+            .get_or_create(&vec![
+                ("kind", edge_kind(error).to_owned()),
+                ("status", error.status().to_string()),
+            ])
             .inc();
+    }
+
+    /// A connection the edge closed unanswered (`status="none"`: there was no response).
+    pub fn connection_refused(&self, why: ConnectionRefused) {
+        let kind = match why {
+            ConnectionRefused::PerIpCap => "per_ip_cap",
+            ConnectionRefused::ConnectionCap => "connection_cap",
+        };
+        self.edge_refusals
+            .get_or_create(&vec![
+                ("kind", kind.to_owned()),
+                ("status", "none".to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Reads open connections from this federation listener at each scrape.
+    pub fn watch_connections(&self, count: ConnectionCount) {
+        let _ = self.connections.set(count);
     }
 
     /// Jobs queued for the writer changed by `delta`.
@@ -216,6 +252,10 @@ impl Metrics {
 
     /// The exposition (OpenMetrics text).
     pub fn encode(&self) -> String {
+        if let Some(count) = self.connections.get() {
+            self.open_connections
+                .set(i64::try_from(count.open()).unwrap_or(i64::MAX));
+        }
         if let Some((db, pool)) = &self.database {
             let size = |p: &std::path::Path| {
                 std::fs::metadata(p).map_or(0, |m| i64::try_from(m.len()).unwrap_or(i64::MAX))
@@ -235,6 +275,21 @@ impl Metrics {
             log::warn!("metrics: encoding failed");
         }
         out
+    }
+}
+
+/// The `kind` label of an edge refusal: its [`EdgeError`] variant, in snake case.
+fn edge_kind(error: &EdgeError) -> &'static str {
+    match error {
+        EdgeError::BadRequest(_) => "bad_request",
+        EdgeError::Timeout => "timeout",
+        EdgeError::LengthRequired => "length_required",
+        EdgeError::PayloadTooLarge { .. } => "payload_too_large",
+        EdgeError::UriTooLong => "uri_too_long",
+        EdgeError::HeadersTooLarge => "headers_too_large",
+        EdgeError::HandlerPanicked => "handler_panicked",
+        EdgeError::Overloaded => "overloaded",
+        EdgeError::VersionNotSupported => "version_not_supported",
     }
 }
 

@@ -18,7 +18,7 @@ use invited_matrix::invitee_settings::{InviteeSettings, InviteeVerdict, invitee_
 use invited_matrix::{ErrCode, RoomId, ServerName, UserId, Value};
 
 use crate::config::PolicyConfig;
-use crate::error::{MatrixError, Refusal};
+use crate::error::{MatrixError, Refusal, RefusalKind};
 use crate::rate_limit::TokenBuckets;
 use crate::store::{PolicyRule, RuleAction, RuleKind, StoreError, StorePool, Switch, UserSettings};
 
@@ -38,12 +38,13 @@ pub enum Decision {
     Ignore(String),
 }
 
-fn forbidden(rule: String, message: &str) -> Refusal {
-    Refusal::new(MatrixError::new(ErrCode::Forbidden, message), rule)
+fn forbidden(kind: RefusalKind, rule: String, message: &str) -> Refusal {
+    Refusal::new(kind, MatrixError::new(ErrCode::Forbidden, message), rule)
 }
 
 fn blocked(rule: String) -> Refusal {
     Refusal::new(
+        RefusalKind::InviteeSettings,
         MatrixError::new(
             ErrCode::InviteBlocked,
             "The invited user does not accept invites from you",
@@ -128,11 +129,16 @@ impl Policy {
     ) -> Result<Decision, Refusal> {
         let internal = |e: StoreError| {
             log::error!("policy: {e}");
-            Refusal::new(MatrixError::internal(), "internal error")
+            Refusal::new(
+                RefusalKind::Internal,
+                MatrixError::internal(),
+                "internal error",
+            )
         };
         let snap = self.current(store).map_err(internal)?;
         if snap.refuse_all {
             return Err(forbidden(
+                RefusalKind::RefuseAll,
                 "refuse_all".into(),
                 "This server does not accept invites",
             ));
@@ -153,6 +159,7 @@ impl Policy {
         };
         if let Some(r) = matching(RuleAction::Deny) {
             return Err(forbidden(
+                RefusalKind::Deny,
                 format!("{} deny {}", r.kind, r.pattern),
                 "This server does not accept invites from you",
             ));
@@ -167,6 +174,7 @@ impl Policy {
             };
             if let Some(s) = servers.iter().find(|s| !allowed(s)) {
                 return Err(forbidden(
+                    RefusalKind::AllowList,
                     format!("allow_list_mode: {s} not allowed"),
                     "This server only accepts invites from servers it allows",
                 ));
@@ -177,6 +185,7 @@ impl Policy {
             .map_err(internal)?;
         if snap.known_users_only && user.is_none() {
             return Err(forbidden(
+                RefusalKind::KnownUsers,
                 "known_users_only".into(),
                 "No such user on this server",
             ));
@@ -215,7 +224,11 @@ impl Policy {
                 "This server is taking no more invites right now; try again shortly",
                 retry_after_secs(retry_after_ms),
             );
-            return Err(Refusal::new(error, "rate limit over all origins"));
+            return Err(Refusal::new(
+                RefusalKind::RateLimit,
+                error,
+                "rate limit over all origins",
+            ));
         }
         for (buckets, key, what) in [
             (&self.per_origin, facts.origin.as_str(), "origin"),
@@ -229,7 +242,11 @@ impl Policy {
                 let mut error = MatrixError::new(ErrCode::LimitExceeded, "Too many invites")
                     .with("retry_after_ms", Value::int(retry_after_ms));
                 error.retry_after_secs = Some(retry_after_secs(retry_after_ms));
-                return Err(Refusal::new(error, format!("rate limit per {what}")));
+                return Err(Refusal::new(
+                    RefusalKind::RateLimit,
+                    error,
+                    format!("rate limit per {what}"),
+                ));
             }
         }
         Ok(())

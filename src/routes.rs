@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use invited_http::{EdgeError, Handler, Request, Response};
+use invited_http::{ConnectionRefused, EdgeError, Handler, Request, Response};
 use invited_matrix::{ErrCode, ServerName, SigningKey, Value};
 
 use crate::config::InvitesConfig;
@@ -263,8 +263,12 @@ impl Handler for App {
 
     fn edge_error(&self, error: &EdgeError) -> Response {
         log::info!("edge: {} ({})", error.status(), error);
-        self.metrics.edge_refusal(error.status());
+        self.metrics.edge_refusal(error);
         MatrixError::from_edge(error).to_response()
+    }
+
+    fn connection_refused(&self, why: ConnectionRefused) {
+        self.metrics.connection_refused(why);
     }
 }
 

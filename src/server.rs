@@ -191,6 +191,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
     .map_err(|e| Error::new(format!("cannot listen on {}: {e}", config.listen)))?;
 
     let shutdown = server.shutdown_handle();
+    metrics.watch_connections(server.connection_count());
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

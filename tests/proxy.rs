@@ -1,8 +1,9 @@
-//! Behind a real nginx (README, "Deployment", topology b): the proxy sends only the invite
-//! endpoints and the key endpoint to invited, everything else to the homeserver beside it.
-//! The X-Matrix signature covers the raw request target, so the proxy must pass it unchanged:
-//! room and event IDs with `+`, `/` and `%` in them prove it does. nginx comes from Debian's
-//! package (`scripts/test.sh` installs it when missing); the test fails, not skips, without it.
+//! Behind a real nginx and a real Caddy (README, "Deployment", topology b): the proxy sends
+//! only the invite endpoints and the key endpoint to invited, everything else to the
+//! homeserver beside it. The X-Matrix signature covers the raw request target, so the proxy
+//! must pass it unchanged: room and event IDs with `+`, `/` and `%` in them prove it does.
+//! Both come from Debian's packages (`scripts/test.sh` installs them when missing); the tests
+//! fail, not skip, without them. The Caddyfile is README's own text.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
@@ -87,40 +88,64 @@ fn other_backend() -> SocketAddr {
     addr
 }
 
-struct Nginx(Child);
+/// A proxy process, killed on drop.
+struct Proxy(Child);
 
-impl Drop for Nginx {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn nginx_binary() -> String {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+/// The first of `paths` that exists; `missing` otherwise (a failure, not a skip).
+fn binary(paths: &[&str], missing: &str) -> String {
+    for p in paths {
         if std::path::Path::new(p).exists() {
-            return p.to_owned();
+            return (*p).to_owned();
         }
     }
-    panic!("nginx is not installed: scripts/test.sh installs it (apt-get install nginx-light)");
+    panic!("{missing}");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until the proxy at `addr` accepts connections; `log` explains a failure.
+fn wait_for(proxy: &mut Proxy, addr: SocketAddr, what: &str, log: &std::path::Path) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        let exited = proxy.0.try_wait().unwrap();
+        assert!(
+            exited.is_none() && started.elapsed() < Duration::from_secs(10),
+            "{what} did not start ({exited:?}): {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn start_nginx(
     dir: &std::path::Path,
     invited: SocketAddr,
     other: SocketAddr,
-) -> (Nginx, SocketAddr) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+) -> (Proxy, SocketAddr) {
+    let port = free_port();
     std::fs::write(
         dir.join("nginx.conf"),
         nginx_conf(dir, port, invited, other),
     )
     .unwrap();
-    let child = Command::new(nginx_binary())
+    let nginx = binary(
+        &["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"],
+        "nginx is not installed: scripts/test.sh installs it (apt-get install nginx-light)",
+    );
+    let child = Command::new(nginx)
         .arg("-p")
         .arg(dir)
         .arg("-c")
@@ -130,18 +155,69 @@ fn start_nginx(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let nginx = Nginx(child);
+    let mut nginx = Proxy(child);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "nginx did not start: {}",
-            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&mut nginx, addr, "nginx", &dir.join("error.log"));
     (nginx, addr)
+}
+
+/// README's Caddyfile for topology (b) (the ```caddy block with the `@invites` matcher), with
+/// this test's addresses for its site and backends, after global options that keep Caddy off
+/// its admin port, away from certificates and on loopback.
+fn caddyfile(listen: u16, invited: SocketAddr, other: SocketAddr) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("```caddy\n")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("```").map(|(block, _)| block))
+        .find(|block| block.contains("@invites"))
+        .expect("README: a ```caddy block for topology (b)");
+    let mut site = block.to_owned();
+    for (from, to) in [
+        // Our server name, as the proxy's site (requests carry it as `Host`), over plain HTTP.
+        ("example.org:8448", format!("http://{US}:{listen}")),
+        ("127.0.0.1:8449", invited.to_string()),
+        ("127.0.0.1:8008", other.to_string()),
+    ] {
+        assert!(
+            site.contains(from),
+            "README's Caddyfile has no {from}:\n{block}"
+        );
+        site = site.replace(from, &to);
+    }
+    format!("{{\n    admin off\n    auto_https off\n    default_bind 127.0.0.1\n}}\n\n{site}")
+}
+
+fn start_caddy(
+    dir: &std::path::Path,
+    invited: SocketAddr,
+    other: SocketAddr,
+) -> (Proxy, SocketAddr) {
+    let port = free_port();
+    let config = dir.join("Caddyfile");
+    std::fs::write(&config, caddyfile(port, invited, other)).unwrap();
+    let caddy = binary(
+        &["/usr/bin/caddy", "/usr/sbin/caddy", "/usr/local/bin/caddy"],
+        "caddy is not installed: scripts/test.sh installs it (apt-get install caddy)",
+    );
+    let log = dir.join("caddy.log");
+    let child = Command::new(caddy)
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&config)
+        // Whatever Caddy stores (its data, autosaved config) stays in the temporary directory.
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut caddy = Proxy(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for(&mut caddy, addr, "caddy", &log);
+    (caddy, addr)
 }
 
 fn through(
@@ -169,7 +245,21 @@ fn invites_reach_invited_through_nginx_with_their_raw_targets() {
     let other = other_backend();
     let dir = tempfile::tempdir().unwrap();
     let (_nginx, proxy) = start_nginx(dir.path(), h.invited.addr, other);
+    topology_b(&h, proxy, "nginx");
+}
 
+#[test]
+fn invites_reach_invited_through_caddy_with_their_raw_targets() {
+    let h = Harness::start("");
+    let other = other_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let (_caddy, proxy) = start_caddy(dir.path(), h.invited.addr, other);
+    topology_b(&h, proxy, "caddy");
+}
+
+/// Through `proxy` (named `via`): invites with odd IDs over v1 and v2 and the key endpoint
+/// reach invited unchanged; everything else reaches the other backend.
+fn topology_b(h: &Harness, proxy: SocketAddr, via: &str) {
     // A room version 3 invite whose event ID (standard base64) has both '+' and '/'.
     let inv = (0..200)
         .map(|_| valid_invite(&h.origin, "3", &format!("@bob:{US}")))
@@ -190,8 +280,13 @@ fn invites_reach_invited_through_nginx_with_their_raw_targets() {
         let body = serde_json::to_vec(&inv.body).unwrap();
         let auth = h.origin.sign_request("PUT", &inv.path, US, Some(&inv.body));
         let reply = through(proxy, "PUT", &inv.path, Some(&auth), Some(&body));
-        assert_eq!(reply.status, 200, "{what} through nginx: {}", reply.text());
-        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(reply.status, 200, "{what} through {via}: {}", reply.text());
+        let answer: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_else(|e| {
+            panic!(
+                "{what} through {via}: not invited's answer ({e}): {}",
+                reply.text()
+            )
+        });
         assert!(
             answer["event"]["signatures"][US].is_object(),
             "{what}: co-signed"
@@ -210,7 +305,7 @@ fn invites_reach_invited_through_nginx_with_their_raw_targets() {
         Some(&auth),
         Some(&serde_json::to_vec(&v1_body).unwrap()),
     );
-    assert_eq!(reply.status, 200, "v1 through nginx: {}", reply.text());
+    assert_eq!(reply.status, 200, "v1 through {via}: {}", reply.text());
 
     // Keys come from invited; everything else from the homeserver beside it (rescinds
     // included: /send is the homeserver's in this topology).
@@ -223,7 +318,11 @@ fn invites_reach_invited_through_nginx_with_their_raw_targets() {
         &format!("/_matrix/federation/v1/make_join/{}/%40x%3Ay", enc(&room)),
     ] {
         let reply = through(proxy, "GET", path, None, None);
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.text(), format!("other backend {path}"), "{path}");
+        assert_eq!(reply.status, 200, "{path} through {via}");
+        assert_eq!(
+            reply.text(),
+            format!("other backend {path}"),
+            "{path} through {via}"
+        );
     }
 }

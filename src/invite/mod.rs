@@ -27,7 +27,7 @@ use room_state::{RoomStateCheck, check_room_state};
 
 use crate::config::InvitesConfig;
 use crate::disk::DiskSpace;
-use crate::error::{MatrixError, Refusal};
+use crate::error::{MatrixError, Refusal, RefusalKind};
 use crate::federation::auth::authenticate;
 use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::policy::{Decision, InviteFacts, Policy};
@@ -70,12 +70,16 @@ pub(super) fn invalid(why: impl Into<String>) -> MatrixError {
 }
 
 /// The answer for a request the pure checks refused.
-fn refused_by_checks(e: InviteError) -> MatrixError {
+fn refused_by_checks(e: InviteError) -> Refusal {
+    let kind = match e.code {
+        ErrCode::TooLarge => RefusalKind::Size,
+        _ => RefusalKind::EventCheck,
+    };
     let error = MatrixError::new(e.code, e.message);
-    match e.room_version {
+    kind.check(match e.room_version {
         Some(v) => error.with("room_version", v.into()),
         None => error,
-    }
+    })
 }
 
 /// Handles one invite request for the (percent-decoded) room and event IDs of its path;
@@ -115,9 +119,9 @@ pub fn handle(
     );
     match result {
         Ok(response) => Ok(response),
-        Err(Refusal { error, rule }) => {
+        Err(Refusal { error, rule, kind }) => {
             if error.status() < 500 {
-                ctx.metrics.refusal(error.errcode());
+                ctx.metrics.refusal(error.errcode(), kind.as_str());
                 let row = RefusalRow {
                     ts: ctx.now_ms,
                     origin: sender_server.to_string(),
@@ -180,12 +184,13 @@ fn handle_authenticated(
     let held = ctx
         .store
         .with(|s| s.find_invite(event_id.as_str()))
-        .map_err(MatrixError::store_failed)?;
+        .map_err(|e| RefusalKind::Internal.check(MatrixError::store_failed(e)))?;
     if let Some(stored) = &held
         && is_retry(stored, sender_server, &fingerprint)
     {
         ctx.metrics.invite("replayed");
-        return Ok(replay(stored, sender_server, &fingerprint, api)?);
+        return replay(stored, sender_server, &fingerprint, api)
+            .map_err(|e| RefusalKind::Conflict.check(e));
     }
 
     // 6. Policy first: operator rules, the invitee's settings, room under the rate limits.
@@ -211,17 +216,20 @@ fn handle_authenticated(
     );
     verify_event_signatures_with(&event, version, &bytes, &keys).map_err(|e| {
         if busy.get() {
-            MatrixError::fetches_busy()
+            RefusalKind::Unavailable.check(MatrixError::fetches_busy())
         } else {
-            invalid(format!("The invite event's signature check failed: {e}"))
+            RefusalKind::Signature.check(invalid(format!(
+                "The invite event's signature check failed: {e}"
+            )))
         }
     })?;
-    check_content_hash(&event).map_err(|e| invalid(format!("The invite event's {e}")))?;
+    check_content_hash(&event)
+        .map_err(|e| RefusalKind::Signature.check(invalid(format!("The invite event's {e}"))))?;
     // A different event under an ID we hold. Said only now: in room versions 1 and 2 the
     // sender picks the ID, and only the ID's own server (whose signature just verified) may
     // learn that we hold it.
     if let Some(stored) = &held {
-        return Err(conflict(stored).into());
+        return Err(RefusalKind::Conflict.check(conflict(stored)));
     }
 
     // 8. invite_room_state (MSC4311).
@@ -255,18 +263,17 @@ fn handle_authenticated(
 
     // Room on disk for it? Below the watermark, 503: senders retry later.
     if !ctx.disk.has_room() {
-        return Err(MatrixError::unavailable(
+        return Err(RefusalKind::Unavailable.check(MatrixError::unavailable(
             "This server is low on disk space; try again later",
             60,
-        )
-        .into());
+        )));
     }
 
     // 9. Co-sign: our signature over the redacted event; nothing else changes.
     let mut signed = event.clone();
     sign_event_with(&mut signed, &bytes, ctx.our_name, ctx.signing_key).map_err(|e| {
         log::error!("cannot co-sign {event_id}: {e}");
-        MatrixError::internal()
+        RefusalKind::Internal.check(MatrixError::internal())
     })?;
     let signed_text = Value::Object(signed).to_canonical_string();
 
@@ -294,8 +301,10 @@ fn handle_authenticated(
     let stored = ctx
         .writer
         .store_invite(new)
-        .map_err(MatrixError::store_failed)?;
-    let response = replay(&stored, sender_server, &fingerprint, api)?;
+        .map_err(|e| RefusalKind::Internal.check(MatrixError::store_failed(e)))?;
+    // A different event that won a concurrent race for the ID.
+    let response = replay(&stored, sender_server, &fingerprint, api)
+        .map_err(|e| RefusalKind::Conflict.check(e))?;
     ctx.metrics.invite(match state {
         InviteState::Ignored => "ignored",
         _ => "stored",

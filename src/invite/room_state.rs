@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::invalid;
 use crate::config::RoomStateChecks;
-use crate::error::MatrixError;
+use crate::error::{MatrixError, Refusal, RefusalKind};
 use crate::federation::keyring::{EventKeyLookup, FetchScope, Keyring};
 use crate::store::RoomStateRow;
 
@@ -100,7 +100,7 @@ pub(super) struct RoomStateCheck<'a> {
 pub(super) fn check_room_state(
     entries: &[Value],
     check: &RoomStateCheck<'_>,
-) -> Result<(Vec<RoomStateRow>, Vec<String>), MatrixError> {
+) -> Result<(Vec<RoomStateRow>, Vec<String>), Refusal> {
     let RoomStateCheck {
         version,
         room_id,
@@ -163,7 +163,7 @@ pub(super) fn check_room_state(
     }
     // A key not looked up for want of fetch capacity says nothing about the room state.
     if busy.get() {
-        return Err(MatrixError::fetches_busy());
+        return Err(RefusalKind::Unavailable.check(MatrixError::fetches_busy()));
     }
     if mode != RoomStateChecks::Off && !create_seen {
         problems.push("invite_room_state has no m.room.create event".to_owned());
@@ -175,10 +175,10 @@ pub(super) fn check_room_state(
     };
     let problems = bounded(problems);
     if fatal && !problems.is_empty() {
-        return Err(invalid(format!(
+        return Err(RefusalKind::RoomState.check(invalid(format!(
             "Invalid invite_room_state: {}",
             problems.join("; ")
-        )));
+        ))));
     }
     Ok((rows, problems))
 }
@@ -208,8 +208,8 @@ fn bounded(mut problems: Vec<String>) -> Vec<String> {
     problems
 }
 
-fn too_large(why: String) -> MatrixError {
-    MatrixError::new(ErrCode::TooLarge, why)
+fn too_large(why: String) -> Refusal {
+    RefusalKind::Size.check(MatrixError::new(ErrCode::TooLarge, why))
 }
 
 /// The entry as stored: its client (stripped) form, and the full PDU when it is one. An entry

@@ -157,6 +157,19 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Builds the response for an error the edge detected itself.
     fn edge_error(&self, error: &EdgeError) -> Response;
+
+    /// A connection the edge closed at once, before reading a request: there is nothing to
+    /// answer, but the application may count it. Does nothing by default.
+    fn connection_refused(&self, _why: ConnectionRefused) {}
+}
+
+/// Why the edge closed a new connection without reading from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefused {
+    /// Its peer already had [`Limits::max_connections_per_ip`] open.
+    PerIpCap,
+    /// [`Limits::max_connections`] were open, each in the middle of a request.
+    ConnectionCap,
 }
 
 /// Every limit the edge enforces. Defaults suit a federation endpoint on a small device.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
-use crate::api::Limits;
+use crate::api::{ConnectionRefused, Handler, Limits};
 use crate::conn::{Conn, Phase, Step, Work};
 use crate::quota::{PeerShare, Quota, Share};
 use crate::shared::Shared;
@@ -57,6 +57,8 @@ pub(crate) struct IoLoop {
     pub slots: Arc<Quota>,
     /// The budget for request bodies (`max_buffered_body_bytes`).
     pub bodies: Arc<Quota>,
+    /// Told of connections closed at the cap (it answers no request here).
+    pub handler: Arc<dyn Handler>,
 }
 
 /// Leaves at most [`HANDSHAKES_PER_ROUND`] ready handshakes in `fds` (one per connection of
@@ -221,6 +223,8 @@ impl IoLoop {
             else {
                 let max = self.slots.max();
                 log::debug!("{peer}: connection cap of {max} reached, none idle; closing");
+                self.handler
+                    .connection_refused(ConnectionRefused::ConnectionCap);
                 return None;
             };
             let mut victim = conns.swap_remove(oldest);

@@ -25,7 +25,7 @@ mod sys;
 mod tls;
 mod worker;
 
-pub use api::{EdgeError, Handler, Limits, Request, Response};
-pub use server::{Server, ServerOptions, ShutdownHandle};
+pub use api::{ConnectionRefused, EdgeError, Handler, Limits, Request, Response};
+pub use server::{ConnectionCount, Server, ServerOptions, ShutdownHandle};
 pub use sys::bound_allocator_retention;
 pub use tls::load_tls_config;

@@ -36,6 +36,11 @@ impl Quota {
         self.max
     }
 
+    /// Units currently held.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
     /// Takes `n` units, or `None` when fewer than `n` are left.
     pub(crate) fn take(self: &Arc<Quota>, n: usize) -> Option<Share> {
         self.used
@@ -138,14 +143,7 @@ impl Drop for PeerShare {
 mod tests {
     use super::*;
 
-    // Test-only accessors, here so that product code ends where the test module begins.
-    impl Quota {
-        /// Units currently held.
-        pub(crate) fn used(&self) -> usize {
-            self.used.load(Ordering::Acquire)
-        }
-    }
-
+    // Test-only accessor, here so that product code ends where the test module begins.
     impl PeerQuota {
         /// Connections open from `ip`'s peer.
         pub(crate) fn open(&self, ip: IpAddr) -> usize {

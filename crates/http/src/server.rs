@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::Duration;
 
-use crate::api::{Handler, Limits};
+use crate::api::{ConnectionRefused, Handler, Limits};
 use crate::io_loop::{IoLoop, ToIo};
 use crate::quota::{PeerQuota, Quota};
 use crate::shared::Shared;
@@ -47,6 +47,8 @@ pub struct Server {
     accept_wake: WakeReceiver,
     io_wake: WakeReceiver,
     local_addr: SocketAddr,
+    /// The connection cap; made at bind so that [`ConnectionCount`] can be handed out first.
+    slots: Arc<Quota>,
 }
 
 /// Stops a running (or not yet running) [`Server`] from any thread, e.g. a signal handler's.
@@ -60,6 +62,19 @@ impl ShutdownHandle {
     /// requests already being handled, and then [`Server::run`] returns. Returns at once.
     pub fn shutdown(&self) {
         self.shared.stop();
+    }
+}
+
+/// Reads how many connections a [`Server`] has open, from any thread (e.g. a metrics scrape).
+#[derive(Clone)]
+pub struct ConnectionCount {
+    slots: Arc<Quota>,
+}
+
+impl ConnectionCount {
+    /// Connections open now: queued, reading, or being answered. One atomic load.
+    pub fn open(&self) -> usize {
+        self.slots.used()
     }
 }
 
@@ -83,6 +98,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (accept_waker, accept_wake) = sys::waker()?;
         let (io_waker, io_wake) = sys::waker()?;
+        let slots = Quota::new(options.limits.max_connections);
         Ok(Server {
             listener,
             options,
@@ -90,6 +106,7 @@ impl Server {
             accept_wake,
             io_wake,
             local_addr,
+            slots,
         })
     }
 
@@ -100,6 +117,12 @@ impl Server {
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle {
             shared: Arc::clone(&self.shared),
+        }
+    }
+
+    pub fn connection_count(&self) -> ConnectionCount {
+        ConnectionCount {
+            slots: Arc::clone(&self.slots),
         }
     }
 
@@ -120,12 +143,12 @@ impl Server {
             shared,
             accept_wake,
             io_wake,
+            slots,
             ..
         } = self;
         let (job_tx, job_rx) = mpsc::channel();
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (io_tx, io_rx) = mpsc::channel();
-        let slots = Quota::new(options.limits.max_connections);
 
         let mut workers = Vec::new();
         for i in 0..options.workers.max(1) {
@@ -158,6 +181,7 @@ impl Server {
             tls: options.tls.clone(),
             slots: Arc::clone(&slots),
             bodies: Quota::new(options.limits.max_buffered_body_bytes),
+            handler: Arc::clone(&handler),
         };
         let io_shared = Arc::clone(&shared);
         let io_thread = match thread::Builder::new()
@@ -182,6 +206,7 @@ impl Server {
             &accept_wake,
             &io_tx,
             (&slots, &peer_slots),
+            &*handler,
             accept,
         );
         // Refuse new connections from here on instead of leaving them in the backlog.
@@ -215,6 +240,7 @@ fn accept_loop(
     wake: &WakeReceiver,
     io_tx: &mpsc::Sender<ToIo>,
     (slots, peer_slots): (&Arc<Quota>, &Arc<PeerQuota>),
+    handler: &dyn Handler,
     accept: &mut AcceptFn,
 ) {
     while !shared.stopping() {
@@ -236,6 +262,7 @@ fn accept_loop(
                     // Dropping the stream closes it: refusals need no more than `continue`.
                     let Some(peer_slot) = peer_slots.take(peer.ip()) else {
                         log::debug!("{peer}: too many connections from this address; closing");
+                        handler.connection_refused(ConnectionRefused::PerIpCap);
                         continue;
                     };
                     // When the cap is full, the I/O thread makes room by closing an idle

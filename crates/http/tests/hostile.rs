@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::time::{Duration, Instant};
 
 use common::*;
-use invited_http::Limits;
+use invited_http::{ConnectionRefused, Limits};
 
 fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
@@ -73,7 +73,7 @@ fn closed_at_once(c: &mut Client<TcpStream>) {
 
 #[test]
 fn one_address_cannot_take_every_connection() {
-    let (server, _) = TestServer::start(options(Limits {
+    let (server, handler) = TestServer::start(options(Limits {
         max_connections: 64,
         max_connections_per_ip: 4,
         ..test_limits()
@@ -87,6 +87,12 @@ fn one_address_cannot_take_every_connection() {
         expect_eof(&mut extra);
         assert!(start.elapsed() < Duration::from_secs(1));
     }
+    // Each was told to the handler, which answers none of them.
+    assert_eq!(
+        *handler.refused.lock().unwrap(),
+        [ConnectionRefused::PerIpCap; 3]
+    );
+    assert_eq!(server.connections.open(), 4);
     // Another address is served meanwhile, and so are the first four.
     let mut other = served_from(Ipv4Addr::new(127, 0, 0, 2), server.addr);
     for c in &mut mine {
@@ -138,6 +144,46 @@ fn a_full_server_closes_its_oldest_idle_connection_for_a_new_one() {
         assert_eq!(c.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
     }
     assert_eq!(new.request(b"GET /again HTTP/1.1\r\n\r\n").status, 200);
+}
+
+/// When every connection is in the middle of a request, a new one is closed at once, the
+/// handler is told, and the open count stays at the cap.
+#[test]
+fn a_full_server_of_busy_connections_closes_a_new_one() {
+    let (server, handler) = TestServer::start(options(Limits {
+        max_connections: 2,
+        ..test_limits()
+    }));
+    assert_eq!(server.connections.open(), 0);
+    let mut busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = server.connect();
+            c.send(b"GET /busy HTTP/1.1\r\nX-Half: ");
+            c
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(3), || server
+        .connections
+        .open()
+        == 2));
+    let mut extra = server.connect();
+    let start = Instant::now();
+    expect_eof(&mut extra.stream);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        *handler.refused.lock().unwrap(),
+        [ConnectionRefused::ConnectionCap]
+    );
+    assert_eq!(server.connections.open(), 2);
+    for c in &mut busy {
+        c.send(b"1\r\nConnection: close\r\n\r\n");
+        assert_eq!(c.response().status, 200);
+    }
+    drop(busy);
+    assert!(eventually(Duration::from_secs(3), || server
+        .connections
+        .open()
+        == 0));
 }
 
 /// After its TLS handshake, a client has `first_byte_timeout` to start its request, far less

@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use invited_http::{
-    EdgeError, Handler, Limits, Request, Response, Server, ServerOptions, ShutdownHandle,
+    ConnectionCount, ConnectionRefused, EdgeError, Handler, Limits, Request, Response, Server,
+    ServerOptions, ShutdownHandle,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 
@@ -49,6 +50,8 @@ pub fn options(limits: Limits) -> ServerOptions {
 pub struct TestHandler {
     pub calls: AtomicUsize,
     pub edge_errors: Mutex<Vec<EdgeError>>,
+    /// Connections the edge closed unread, in order.
+    pub refused: Mutex<Vec<ConnectionRefused>>,
     /// Told the target of every request as the handler starts on it.
     pub started: Mutex<Option<std::sync::mpsc::Sender<String>>>,
 }
@@ -101,11 +104,16 @@ impl Handler for TestHandler {
             body: format!("edge {}", error.status()).into_bytes(),
         }
     }
+
+    fn connection_refused(&self, why: ConnectionRefused) {
+        self.refused.lock().unwrap().push(why);
+    }
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
     pub handle: ShutdownHandle,
+    pub connections: ConnectionCount,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
@@ -119,10 +127,12 @@ impl TestServer {
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), options).unwrap();
         let addr = server.local_addr();
         let handle = server.shutdown_handle();
+        let connections = server.connection_count();
         let thread = std::thread::spawn(move || server.run(handler));
         TestServer {
             addr,
             handle,
+            connections,
             thread: Some(thread),
         }
     }
