@@ -28,6 +28,7 @@ pub struct Metrics {
     edge_refusals: Family<Labels, Counter>,
     commit_batch: Histogram,
     commit_seconds: Histogram,
+    deliveries: Family<Labels, Counter>,
     outbox_pending: Gauge,
     writer_queue: Gauge,
     database_bytes: Gauge,
@@ -125,8 +126,15 @@ impl Metrics {
         let outbox_pending = Gauge::default();
         registry.register(
             "invited_outbox_pending",
-            "Deliveries (rejections) not finished yet, at scrape time",
+            "Deliveries (rejections, push notifications) not finished yet, at scrape time",
             outbox_pending.clone(),
+        );
+        let deliveries = Family::<Labels, Counter>::default();
+        registry.register(
+            "invited_deliveries",
+            "Delivery attempts from the outbox, by kind (rejection, push) and result \
+             (delivered, refused, dropped, given_up, retried)",
+            deliveries.clone(),
         );
         let writer_queue = Gauge::default();
         registry.register(
@@ -157,6 +165,7 @@ impl Metrics {
             edge_refusals,
             commit_batch,
             commit_seconds,
+            deliveries,
             outbox_pending,
             writer_queue,
             database_bytes,
@@ -224,6 +233,16 @@ impl Metrics {
     /// Reads open connections from this federation listener at each scrape.
     pub fn watch_connections(&self, count: ConnectionCount) {
         let _ = self.connections.set(count);
+    }
+
+    /// One delivery attempt from the outbox: its kind and what came of it.
+    pub fn delivery(&self, kind: &'static str, result: &'static str) {
+        self.deliveries
+            .get_or_create(&vec![
+                ("kind", kind.to_owned()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
     }
 
     /// Jobs queued for the writer changed by `delta`.

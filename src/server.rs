@@ -228,6 +228,7 @@ pub fn serve(config: Config) -> Result<(), Error> {
             Arc::new(Pushes::new(pool.clone(), net, &config.push)),
         ],
         doorbell,
+        metrics.clone(),
     )?;
     let maintenance = Maintenance::start(pool.clone(), config.retention.clone())?;
     // Metrics on a listener of their own (never the federation port), one worker.

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::invites::{Harness, US, assert_error, put_raw, valid_invite};
+use common::invites::{Harness, US, assert_error, metrics_url, put_raw, valid_invite};
 use common::{agent, python, run_cli};
 
 /// The samples of an exposition as `name{labels} → value`, parsed by prometheus_client.
@@ -88,28 +88,6 @@ fn scrape(url: &str) -> (String, String) {
         .unwrap()
         .to_owned();
     (ctype, resp.body_mut().read_to_string().unwrap())
-}
-
-/// The metrics URL, from the log line that announces it.
-fn metrics_url(h: &Harness) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some(line) = h
-            .invited
-            .log()
-            .lines()
-            .find(|l| l.contains("metrics on http://"))
-        {
-            let at = line.find("http://").unwrap();
-            return line[at..].split_whitespace().next().unwrap().to_owned();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{}",
-            h.invited.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn at(m: &BTreeMap<String, f64>, k: &str) -> f64 {

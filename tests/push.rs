@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::invites::{Harness, Invite, invite_in_room, put_signed, valid_invite};
+use common::invites::{Harness, Invite, invite_in_room, metrics_url, put_signed, valid_invite};
 use common::origin::TestOrigin;
 use common::*;
 use invited_http::{EdgeError, Handler, Request, Response, Server, ServerOptions, ShutdownHandle};
@@ -411,7 +411,7 @@ fn a_new_invite_is_pushed_once_to_each_pusher_of_its_invitee_with_the_spec_field
 
 #[test]
 fn a_failed_push_is_retried_and_a_rejected_pushkey_removes_its_pusher() {
-    let h = Harness::start(PUSH);
+    let h = Harness::start(&format!("{PUSH}[metrics]\nlisten = \"127.0.0.1:0\"\n"));
     let gw = TestGateway::start(&h.ca);
     set_pusher(&h, BOB, "doomed", &gw.url(), &[]);
     gw.script(&[
@@ -441,6 +441,19 @@ fn a_failed_push_is_retried_and_a_rejected_pushkey_removes_its_pusher() {
         json!([]),
         "the rejected pushkey's pusher is gone"
     );
+    let metrics = agent(None)
+        .get(&metrics_url(&h))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for line in [
+        r#"invited_deliveries_total{kind="push",result="retried"} 1"#,
+        r#"invited_deliveries_total{kind="push",result="refused"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     // No pusher, no notification.
     put_ok(&h, &valid_invite(&h.origin, "11", BOB));
     std::thread::sleep(Duration::from_millis(1000));

@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::fatal::Error;
+use crate::metrics::Metrics;
 use crate::store::{OutboxItem, StoreError, StorePool};
 use crate::text::printable;
 use crate::time::now_ms;
@@ -69,11 +70,34 @@ impl Doorbell {
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Nothing left to do: the kind recorded the result (delivered, refused for good, or
-    /// moot).
-    Finished,
+    /// Nothing left to do: the kind recorded the result.
+    Finished(Ended),
     /// Try again later; this says why it failed.
     Retry(String),
+}
+
+/// How a delivery ended (the `result` label of `invited_deliveries_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The other side took it.
+    Delivered,
+    /// The other side refused it for good (a 4xx that asking again will not change).
+    Refused,
+    /// Nothing to deliver any more (the invite changed meanwhile, the pusher went).
+    Dropped,
+    /// Retried until the kind's give-up time.
+    GivenUp,
+}
+
+impl Ended {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Ended::Delivered => "delivered",
+            Ended::Refused => "refused",
+            Ended::Dropped => "dropped",
+            Ended::GivenUp => "given_up",
+        }
+    }
 }
 
 /// One kind of delivery.
@@ -127,6 +151,7 @@ fn jitter() -> f64 {
 
 struct Shared {
     store: Arc<StorePool>,
+    metrics: Arc<Metrics>,
     kinds: Vec<Arc<dyn Kind>>,
     /// Rows being delivered now.
     running: Mutex<HashSet<i64>>,
@@ -141,14 +166,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the outbox thread over `store` with these kinds; `doorbell` wakes it.
+    /// Starts the outbox thread over `store` with these kinds; `doorbell` wakes it; each
+    /// attempt's outcome is counted in `metrics`.
     pub fn start(
         store: Arc<StorePool>,
         kinds: Vec<Arc<dyn Kind>>,
         doorbell: Arc<Doorbell>,
+        metrics: Arc<Metrics>,
     ) -> Result<Outbox, Error> {
         let shared = Arc::new(Shared {
             store,
+            metrics,
             kinds,
             running: Mutex::new(HashSet::new()),
             doorbell,
@@ -263,7 +291,10 @@ fn deliver(shared: &Shared, kind: &dyn Kind, item: &OutboxItem) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.attempt(item)))
         .unwrap_or_else(|_| Ok(Outcome::Retry("the delivery panicked".into())));
     let error = match result {
-        Ok(Outcome::Finished) => return,
+        Ok(Outcome::Finished(ended)) => {
+            shared.metrics.delivery(kind.name(), ended.as_str());
+            return;
+        }
         Ok(Outcome::Retry(error)) => error,
         Err(e) => e.to_string(),
     };
@@ -279,8 +310,12 @@ fn deliver(shared: &Shared, kind: &dyn Kind, item: &OutboxItem) {
             item.attempts + 1,
             printable(&error)
         );
+        shared
+            .metrics
+            .delivery(kind.name(), Ended::GivenUp.as_str());
         kind.give_up(item, &error)
     } else {
+        shared.metrics.delivery(kind.name(), "retried");
         log::info!(
             "{} {}: attempt {} failed, next in {:.0?}: {}",
             item.kind,

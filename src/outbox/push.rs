@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use invited_matrix::push::{Device, InviteNotice, invite_notification, pushkey_rejected};
 use invited_matrix::{Value, json};
 
-use super::{Kind, Outcome, Schedule};
+use super::{Ended, Kind, Outcome, Schedule};
 use crate::config::PushConfig;
 use crate::federation::outbound::Outbound;
 use crate::store::{InviteState, OUTBOX_PUSH, OutboxItem, StoreError, StorePool};
@@ -49,7 +49,7 @@ impl Pushes {
         log::info!("push {}: not sent: {why}", printable(&item.subject));
         self.store
             .with(|s| s.outbox_drop(item.id, why, now_ms()))
-            .map(|()| Outcome::Finished)
+            .map(|()| Outcome::Finished(Ended::Dropped))
     }
 }
 
@@ -129,7 +129,7 @@ impl Kind for Pushes {
             );
             self.store
                 .with(|s| s.outbox_finish(item.id, Some(&error), now))?;
-            return Ok(Outcome::Finished);
+            return Ok(Outcome::Finished(Ended::Refused));
         }
         if pushkey_rejected(answer.body.as_ref(), &pusher.pushkey) {
             log::info!(
@@ -143,14 +143,14 @@ impl Kind for Pushes {
                 s.remove_pusher(&pusher.user_id, &pusher.app_id, &pusher.pushkey)
                     .map(drop)
             })?;
-            return Ok(Outcome::Finished);
+            return Ok(Outcome::Finished(Ended::Refused));
         }
         self.store.with(|s| s.outbox_finish(item.id, None, now))?;
         log::info!(
             "push {event_id} to pusher {pusher_id} of {}: delivered",
             printable(&pusher.user_id)
         );
-        Ok(Outcome::Finished)
+        Ok(Outcome::Finished(Ended::Delivered))
     }
 
     fn give_up(&self, item: &OutboxItem, error: &str) -> Result<(), StoreError> {

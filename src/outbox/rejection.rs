@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use invited_matrix::leave::{LeaveFor, MAX_PDU_BYTES, leave_from_template};
 use invited_matrix::{RoomVersion, ServerName, SigningKey, Value, base64, event_id, sign_event};
 
-use super::{Kind, Outcome, Schedule};
+use super::{Ended, Kind, Outcome, Schedule};
 use crate::config::DeliveryConfig;
 use crate::federation::outbound::{Answer, Outbound};
 use crate::store::{
@@ -114,19 +114,19 @@ impl Kind for Rejections {
         let Some(facts) = self.store.with(|s| s.rejection_facts(id))? else {
             self.store
                 .with(|s| s.outbox_drop(item.id, "the invite is gone", now_ms()))?;
-            return Ok(Outcome::Finished);
+            return Ok(Outcome::Finished(Ended::Dropped));
         };
         if facts.state != InviteState::Rejecting {
             let why = format!("the invite is now {}", facts.state);
             self.store
                 .with(|s| s.outbox_drop(item.id, &why, now_ms()))?;
-            return Ok(Outcome::Finished);
+            return Ok(Outcome::Finished(Ended::Dropped));
         }
         let rejection = self.store.with(|s| s.rejection(id))?.unwrap_or_default();
         let Some(version) = RoomVersion::by_id(&facts.room_version) else {
             let why = format!("room version {} is not one we know", facts.room_version);
             self.finish(item, None, Some(&why))?;
-            return Ok(Outcome::Finished);
+            return Ok(Outcome::Finished(Ended::Dropped));
         };
         Attempt {
             kind: self,
@@ -199,7 +199,7 @@ impl Attempt<'_> {
             match self.send_leave(&server, &leave, &leave_id) {
                 Reply::Ok(_) => {
                     self.kind.finish(self.item, Some(&server), None)?;
-                    return Ok(Outcome::Finished);
+                    return Ok(Outcome::Finished(Ended::Delivered));
                 }
                 Reply::Refused(e) => {
                     errors.push(format!("{server}: send_leave: {e}"));
@@ -218,7 +218,7 @@ impl Attempt<'_> {
             .filter(|s| !self.rejection.refused_by.contains(s))
         {
             match self.via(server)? {
-                Step::Delivered => return Ok(Outcome::Finished),
+                Step::Delivered => return Ok(Outcome::Finished(Ended::Delivered)),
                 Step::Refused(e) => {
                     errors.push(format!("{server}: {e}"));
                     self.store().with(|s| s.refused_by(&id, server))?;
@@ -243,7 +243,7 @@ impl Attempt<'_> {
         } else {
             // Every candidate refused for good: asking again changes nothing.
             self.kind.finish(self.item, None, Some(&summary))?;
-            Ok(Outcome::Finished)
+            Ok(Outcome::Finished(Ended::Refused))
         }
     }
 

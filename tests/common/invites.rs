@@ -5,6 +5,7 @@
 
 use rusqlite::OptionalExtension;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value as J, json};
 
@@ -297,4 +298,26 @@ pub fn stored_answer(invited: &Invited, event_id: &str) -> Option<String> {
 pub fn stored_invite(invited: &Invited, event_id: &str) -> Option<invited::store::StoredInvite> {
     let store = invited::store::Store::open(&invited.dir.join("data/invited.db")).unwrap();
     store.find_invite(event_id).unwrap()
+}
+
+/// The metrics URL, from the log line that announces it.
+pub fn metrics_url(h: &Harness) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(line) = h
+            .invited
+            .log()
+            .lines()
+            .find(|l| l.contains("metrics on http://"))
+        {
+            let at = line.find("http://").unwrap();
+            return line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}",
+            h.invited.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
