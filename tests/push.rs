@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::invites::{Harness, Invite, invite_in_room, metrics_url, put_signed, valid_invite};
-use common::origin::TestOrigin;
+use common::origin::{TestOrigin, https_server};
 use common::*;
 use invited_http::{EdgeError, Handler, Request, Response, Server, ServerOptions, ShutdownHandle};
 use serde_json::{Value as J, json};
@@ -64,27 +64,18 @@ impl Handler for GatewayHandler {
 /// A push gateway on 127.0.0.1 over HTTPS.
 struct TestGateway {
     state: Arc<Mutex<GatewayState>>,
+    scheme: &'static str,
     port: u16,
     shutdown: Option<ShutdownHandle>,
 }
 
 impl TestGateway {
-    fn start(ca: &TestCa) -> TestGateway {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
-        std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("k.pem"), key).unwrap();
-        let tls = invited_http::load_tls_config(dir.path().join("c.pem"), dir.path().join("k.pem"))
-            .unwrap();
-        let server = Server::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            ServerOptions {
-                workers: 2,
-                tls: Some(tls),
-                ..ServerOptions::default()
-            },
-        )
-        .unwrap();
+    /// Over HTTPS with a certificate from `ca`, or (`None`) plain HTTP.
+    fn start(ca: Option<&TestCa>) -> TestGateway {
+        let server = match ca {
+            Some(ca) => https_server(ca),
+            None => Server::bind("127.0.0.1:0".parse().unwrap(), ServerOptions::default()).unwrap(),
+        };
         let port = server.local_addr().port();
         let state = Arc::new(Mutex::new(GatewayState::default()));
         let shutdown = server.shutdown_handle();
@@ -94,13 +85,17 @@ impl TestGateway {
         });
         TestGateway {
             state,
+            scheme: if ca.is_some() { "https" } else { "http" },
             port,
             shutdown: Some(shutdown),
         }
     }
 
     fn url(&self) -> String {
-        format!("https://127.0.0.1:{}/_matrix/push/v1/notify", self.port)
+        format!(
+            "{}://127.0.0.1:{}/_matrix/push/v1/notify",
+            self.scheme, self.port
+        )
     }
 
     /// Answers the next requests with these, in order.
@@ -282,7 +277,7 @@ fn assert_notify_schema(body: &J) {
 #[test]
 fn a_new_invite_is_pushed_once_to_each_pusher_of_its_invitee_with_the_spec_fields() {
     let h = Harness::start(PUSH);
-    let gw = TestGateway::start(&h.ca);
+    let gw = TestGateway::start(Some(&h.ca));
     set_pusher(
         &h,
         BOB,
@@ -412,7 +407,7 @@ fn a_new_invite_is_pushed_once_to_each_pusher_of_its_invitee_with_the_spec_field
 #[test]
 fn a_failed_push_is_retried_and_a_rejected_pushkey_removes_its_pusher() {
     let h = Harness::start(&format!("{PUSH}[metrics]\nlisten = \"127.0.0.1:0\"\n"));
-    let gw = TestGateway::start(&h.ca);
+    let gw = TestGateway::start(Some(&h.ca));
     set_pusher(&h, BOB, "doomed", &gw.url(), &[]);
     gw.script(&[
         (503, json!({"errcode": "M_UNKNOWN", "error": "busy"})),
@@ -463,7 +458,7 @@ fn a_failed_push_is_retried_and_a_rejected_pushkey_removes_its_pusher() {
 #[test]
 fn a_notification_survives_a_restart_before_delivery() {
     let mut h = Harness::start(PUSH);
-    let gw = TestGateway::start(&h.ca);
+    let gw = TestGateway::start(Some(&h.ca));
     set_pusher(&h, BOB, "pk", &gw.url(), &[]);
     gw.script(&[(503, json!({})), (503, json!({})), (503, json!({}))]);
     let inv = valid_invite(&h.origin, "11", BOB);
@@ -487,7 +482,7 @@ fn a_notification_survives_a_restart_before_delivery() {
 #[test]
 fn an_invite_no_longer_pending_when_its_turn_comes_is_not_pushed() {
     let h = Harness::start(PUSH);
-    let gw = TestGateway::start(&h.ca);
+    let gw = TestGateway::start(Some(&h.ca));
     set_pusher(&h, BOB, "pk", &gw.url(), &[]);
     gw.script(&[(503, json!({}))]);
     let inv = valid_invite(&h.origin, "11", BOB);
@@ -507,48 +502,37 @@ fn gateways_on_private_addresses_need_the_push_allowlist_and_http_needs_allow_ht
     let h = Harness::start(
         "[push]\nfirst_retry_secs = 0.3\nmax_retry_secs = 1\ngive_up_after_hours = 0.0003\n",
     );
-    let gw = TestGateway::start(&h.ca);
+    let gw = TestGateway::start(Some(&h.ca));
     set_pusher(&h, BOB, "https", &gw.url(), &[]);
-    let plain = format!("http://127.0.0.1:{}/_matrix/push/v1/notify", gw.port);
-    let out = run_cli(
-        Some(&h.invited.config_path),
-        &[
+    let set = |pushkey: &str, url: &str| {
+        let args = [
             "users",
             "set-pusher",
             BOB,
             "--app-id",
             "a",
             "--pushkey",
-            "plain",
+            pushkey,
             "--url",
-            &plain,
-        ],
-    );
-    assert!(out.status.success());
+            url,
+        ];
+        let out = run_cli(Some(&h.invited.config_path), &args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let plain = format!("http://127.0.0.1:{}/_matrix/push/v1/notify", gw.port);
+    let (ok, stderr) = set("plain", &plain);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("push.allow_http is off"),
-        "the CLI warns"
+        ok && stderr.contains("push.allow_http is off"),
+        "the CLI warns: {stderr}"
     );
     // A URL that is not a gateway's notify endpoint is refused when set.
-    let out = run_cli(
-        Some(&h.invited.config_path),
-        &[
-            "users",
-            "set-pusher",
-            BOB,
-            "--app-id",
-            "a",
-            "--pushkey",
-            "k",
-            "--url",
-            "https://127.0.0.1/notify",
-        ],
-    );
-    assert!(!out.status.success());
+    let (ok, stderr) = set("k", "https://127.0.0.1/notify");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("/_matrix/push/v1/notify"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !ok && stderr.contains("/_matrix/push/v1/notify"),
+        "{stderr}"
     );
     put_ok(&h, &valid_invite(&h.origin, "11", BOB));
     // Given up after about a second (give_up_after_hours = 0.0003).
@@ -566,4 +550,20 @@ fn gateways_on_private_addresses_need_the_push_allowlist_and_http_needs_allow_ht
         );
     }
     assert!(gw.received().is_empty(), "nothing reached the gateway");
+}
+
+#[test]
+fn a_plain_http_gateway_is_used_when_the_operator_allows_it() {
+    let h = Harness::start(&format!("{PUSH}allow_http = true\n"));
+    let gw = TestGateway::start(None);
+    set_pusher(&h, BOB, "lan", &gw.url(), &[]);
+    let inv = valid_invite(&h.origin, "11", BOB);
+    put_ok(&h, &inv);
+    let got = gw.wait_for(1, Duration::from_secs(10));
+    assert_eq!(
+        got[0].body["notification"]["event_id"],
+        inv.event_id.as_str()
+    );
+    let rows = wait_all_finished(&h, Duration::from_secs(5));
+    assert_eq!(rows[0].2, None, "delivered: {rows:?}");
 }

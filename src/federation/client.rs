@@ -236,15 +236,7 @@ impl FederationClient {
             _ => return Err(FetchError(format!("{method} {url}: not a request we make"))),
         }
         .map_err(|e| FetchError(format!("{method} {url}: {e}")))?;
-        let status = response.status().as_u16();
-        let mut response = response;
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| FetchError(format!("{method} {url}: reading the body: {e}")))?;
-        Ok((status, json::parse_bytes(&bytes).ok()))
+        read_answer(response, &format!("{method} {url}"))
     }
 
     /// `POST` of a JSON body to a full URL (a push gateway's): no redirects, any status is an
@@ -271,20 +263,13 @@ impl FederationClient {
             authority: String::new(),
             addrs: Vec::new(),
         };
-        let mut response = self
+        let response = self
             .agent(&unpinned, 0, deadline)?
             .post(url)
             .header("Content-Type", "application/json")
             .send(body.to_canonical_string())
             .map_err(|e| FetchError(format!("POST {url}: {e}")))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_vec()
-            .map_err(|e| FetchError(format!("POST {url}: reading the body: {e}")))?;
-        Ok((status, json::parse_bytes(&bytes).ok()))
+        read_answer(response, &format!("POST {url}"))
     }
 
     /// `GET https://<hostname>/.well-known/matrix/server`, following up to 5 redirects.
@@ -316,6 +301,22 @@ impl FederationClient {
             .and_then(parse_max_age);
         Ok((read_json(response, &url)?, max_age))
     }
+}
+
+/// Any status and, when it is JSON, the body (at most [`MAX_RESPONSE_BYTES`]); `what` names
+/// the request in errors.
+fn read_answer(
+    mut response: ureq::http::Response<ureq::Body>,
+    what: &str,
+) -> Result<(u16, Option<Value>), FetchError> {
+    let status = response.status().as_u16();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_RESPONSE_BYTES)
+        .read_to_vec()
+        .map_err(|e| FetchError(format!("{what}: reading the body: {e}")))?;
+    Ok((status, json::parse_bytes(&bytes).ok()))
 }
 
 fn read_json(

@@ -14,6 +14,26 @@ use serde_json::{Value as J, json};
 
 use super::TestCa;
 
+/// A server for a test peer on 127.0.0.1 with an ephemeral port and 2 workers, serving HTTPS
+/// with a certificate from `ca` for `127.0.0.1` and `localhost`.
+pub fn https_server(ca: &TestCa) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
+    std::fs::write(dir.path().join("c.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("k.pem"), key).unwrap();
+    let tls =
+        invited_http::load_tls_config(dir.path().join("c.pem"), dir.path().join("k.pem")).unwrap();
+    Server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerOptions {
+            workers: 2,
+            tls: Some(tls),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap()
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -125,21 +145,7 @@ impl TestOrigin {
     /// Like [`TestOrigin::start`], named `<host>:<port>` (e.g. `localhost`: a DNS name with
     /// an explicit port, which invited resolves and checks the certificate against).
     pub fn start_as(ca: &TestCa, host: &str) -> TestOrigin {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = ca.issue(&["127.0.0.1", "localhost"]);
-        std::fs::write(dir.path().join("c.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("k.pem"), key).unwrap();
-        let tls = invited_http::load_tls_config(dir.path().join("c.pem"), dir.path().join("k.pem"))
-            .unwrap();
-        let server = Server::bind(
-            "127.0.0.1:0".parse().unwrap(),
-            ServerOptions {
-                workers: 2,
-                tls: Some(tls),
-                ..ServerOptions::default()
-            },
-        )
-        .unwrap();
+        let server = https_server(ca);
         let name = format!("{host}:{}", server.local_addr().port());
         let inner = Arc::new(OriginInner {
             name,
