@@ -83,7 +83,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// bound, and every new block of it costs the kernel zeroing on top of the write.
 const WAL_RESTART_BYTES: u64 = 16 * 1024 * 1024;
 
-/// How long a restarting checkpoint may hold the writer back waiting for readers.
+/// How long a restarting checkpoint may wait for readers (the writer waits meanwhile).
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
 
 /// Handle to the writer thread (and its checkpointer).
@@ -111,11 +111,22 @@ impl Writer {
         // Checkpoints happen on their own thread (below), never in the commit path.
         store.disable_auto_checkpoint()?;
         let (sender, receiver) = mpsc::sync_channel(QUEUE);
+        let restart_wanted = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn({
                 let metrics = metrics.clone();
-                move || run(store, receiver, refusal_limits, &metrics, &doorbell)
+                let restart_wanted = restart_wanted.clone();
+                move || {
+                    run(
+                        store,
+                        receiver,
+                        refusal_limits,
+                        &metrics,
+                        &doorbell,
+                        &restart_wanted,
+                    )
+                }
             })
             .map_err(|e| Error::new(format!("cannot start the writer thread: {e}")))?;
         let stopping = Arc::new(AtomicBool::new(false));
@@ -123,7 +134,7 @@ impl Writer {
         let stop = stopping.clone();
         let checkpointer = std::thread::Builder::new()
             .name("checkpointer".into())
-            .spawn(move || checkpoint_loop(checkpoints, &stop))
+            .spawn(move || checkpoint_loop(checkpoints, &stop, &restart_wanted))
             .map_err(|e| Error::new(format!("cannot start the checkpointer thread: {e}")))?;
         Ok(Writer {
             sender: Mutex::new(Some(sender)),
@@ -203,9 +214,11 @@ impl Drop for Writer {
 }
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`], without blocking the
-/// writer (a passive checkpoint), and makes the WAL start over when more than
-/// [`WAL_RESTART_BYTES`] of it is in use, until `stop` is set.
-fn checkpoint_loop(store: Store, stop: &AtomicBool) {
+/// writer (a passive checkpoint), until `stop` is set. When more than [`WAL_RESTART_BYTES`]
+/// of WAL is in use it asks the writer (`restart_wanted`) to make the WAL start over: only
+/// the writer can, between its batches — from here the writer's next commit would always
+/// come first.
+fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool) {
     let step = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
     while !stop.load(Ordering::SeqCst) {
@@ -214,14 +227,11 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool) {
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
             match store.checkpoint_passive() {
-                Ok(in_use) if in_use > WAL_RESTART_BYTES => {
-                    match store.checkpoint_restart(WAL_RESTART_WAIT) {
-                        Ok(true) => log::debug!("WAL restarted at {in_use} bytes"),
-                        Ok(false) => log::debug!("WAL restart at {in_use} bytes: readers busy"),
-                        Err(e) => log::warn!("{e}"),
+                Ok(in_use) => {
+                    if in_use > WAL_RESTART_BYTES {
+                        restart_wanted.store(true, Ordering::SeqCst);
                     }
                 }
-                Ok(_) => {}
                 Err(e) => log::warn!("{e}"),
             }
         }
@@ -237,6 +247,7 @@ fn run(
     (max_age, max_rows): (i64, i64),
     metrics: &crate::metrics::Metrics,
     doorbell: &Doorbell,
+    restart_wanted: &AtomicBool,
 ) {
     while let Ok(first) = jobs.recv() {
         let mut invites = Vec::new();
@@ -282,6 +293,15 @@ fn run(
             && let Err(e) = store.record_refusals(&refusals, max_age, max_rows)
         {
             log::error!("cannot record {} refusal(s): {e}", refusals.len());
+        }
+        // Between batches, every answer sent: the WAL starts over (the checkpointer copied
+        // nearly all of it already), holding back only the next batch, briefly.
+        if restart_wanted.swap(false, Ordering::SeqCst) {
+            match store.checkpoint_restart(WAL_RESTART_WAIT) {
+                Ok(true) => log::debug!("writer: the WAL starts over"),
+                Ok(false) => log::debug!("writer: WAL restart put off, readers busy"),
+                Err(e) => log::warn!("writer: {e}"),
+            }
         }
     }
     if let Err(e) = store.close() {
