@@ -81,19 +81,19 @@ impl FederationClient {
         Ok(client)
     }
 
-    /// The client for push gateways: federation's certificate roots, `[push]`'s IP lists and
-    /// timeout.
-    pub fn for_push(
-        federation: &FederationConfig,
-        push: &PushConfig,
-    ) -> Result<FederationClient, Error> {
-        let mut client = FederationClient::with_roots(federation)?;
-        client.blocklist = Arc::new(push.ip_range_blocklist.clone());
-        client.allowlist = Arc::new(push.ip_range_allowlist.clone());
-        client.policy = "push";
-        client.allow_http = push.allow_http;
-        client.total_timeout = push.delivery.request_timeout;
-        Ok(client)
+    /// The client for push gateways: this client's certificate roots (read once, at start),
+    /// `[push]`'s IP lists, timeout and `allow_http`.
+    pub fn for_push(&self, push: &PushConfig) -> FederationClient {
+        FederationClient {
+            tls: self.tls.clone(),
+            blocklist: Arc::new(push.ip_range_blocklist.clone()),
+            allowlist: Arc::new(push.ip_range_allowlist.clone()),
+            policy: "push",
+            allow_http: push.allow_http,
+            connect_timeout: self.connect_timeout,
+            total_timeout: push.delivery.request_timeout,
+            well_known_port: self.well_known_port,
+        }
     }
 
     /// A client with the TLS roots of `config`; both constructors then set its IP lists.

@@ -57,9 +57,10 @@ impl Outbound {
         our_name: ServerName,
         key: SigningKey,
     ) -> Result<Outbound, Error> {
+        let client = FederationClient::new(config)?;
         Ok(Outbound {
-            client: FederationClient::new(config)?,
-            push_client: FederationClient::for_push(config, push)?,
+            push_client: client.for_push(push),
+            client,
             discovery: Discovery::default(),
             our_name,
             key,
