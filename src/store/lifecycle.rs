@@ -346,22 +346,27 @@ impl Store {
         error: Option<&str>,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE outbox SET attempts = attempts + 1, finished_ts = ?2, last_error = ?3
-                 WHERE id = ?1",
-                params![id, now_ms, error],
-            )
-            .map(drop)
-            .context(|| format!("cannot finish outbox row {id}"))
+        self.end_outbox_row(id, 1, error, now_ms)
     }
 
-    /// Finishes an outbox row with nothing left to do (its subject changed meanwhile).
+    /// Finishes an outbox row with nothing left to do (its subject changed meanwhile), without
+    /// counting an attempt.
     pub fn outbox_drop(&self, id: i64, why: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.end_outbox_row(id, 0, Some(why), now_ms)
+    }
+
+    fn end_outbox_row(
+        &self,
+        id: i64,
+        attempts: i64,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE outbox SET finished_ts = ?2, last_error = ?3 WHERE id = ?1",
-                params![id, now_ms, why],
+                "UPDATE outbox SET attempts = attempts + ?4, finished_ts = ?2, last_error = ?3
+                 WHERE id = ?1",
+                params![id, now_ms, error, attempts],
             )
             .map(drop)
             .context(|| format!("cannot finish outbox row {id}"))
