@@ -25,9 +25,10 @@ pub(super) struct RetentionFormat {
     pub remote_keys_days: Option<i64>,
 }
 
+/// A delivery schedule as written: `[rejections]` is exactly this; `[push]` has these keys too.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RejectionsFormat {
+pub(super) struct DeliveryFormat {
     pub give_up_after_hours: Option<f64>,
     pub first_retry_secs: Option<f64>,
     pub max_retry_secs: Option<f64>,
@@ -55,11 +56,7 @@ struct Defaults {
 }
 
 /// A delivery schedule: `section` names the keys in errors.
-fn delivery(
-    section: &str,
-    r: RejectionsFormat,
-    d: &Defaults,
-) -> Result<DeliveryConfig, ConfigError> {
+fn delivery(section: &str, r: DeliveryFormat, d: &Defaults) -> Result<DeliveryConfig, ConfigError> {
     // Fractions are allowed (tests run the schedule in seconds); the bounds keep it sane.
     let seconds = |key: &str, v: Option<f64>, default: f64, max: f64| {
         let v = v.unwrap_or(default);
@@ -108,7 +105,7 @@ fn delivery(
 }
 
 /// `[rejections]`: how long and how often a rejection's delivery is retried.
-pub(super) fn rejections_section(r: RejectionsFormat) -> Result<DeliveryConfig, ConfigError> {
+pub(super) fn rejections_section(r: DeliveryFormat) -> Result<DeliveryConfig, ConfigError> {
     let defaults = Defaults {
         first_retry: 30.0,
         max_retry: 3600.0,
@@ -127,7 +124,7 @@ pub(super) fn push_section(p: PushFormat) -> Result<PushConfig, ConfigError> {
         give_up_after: 24.0 * 3600.0,
         request_timeout: 10,
     };
-    let schedule = RejectionsFormat {
+    let schedule = DeliveryFormat {
         give_up_after_hours: p.give_up_after_hours,
         first_retry_secs: p.first_retry_secs,
         max_retry_secs: p.max_retry_secs,

@@ -39,7 +39,7 @@ pub(super) struct FileFormat {
     #[serde(default)]
     rate_limits: RateLimitsFormat,
     #[serde(default)]
-    rejections: background::RejectionsFormat,
+    rejections: background::DeliveryFormat,
     #[serde(default)]
     push: background::PushFormat,
     #[serde(default)]
