@@ -218,16 +218,6 @@ fn cli(invited: &Invited, args: &[&str]) -> String {
     cli_ok(&invited.config_path, args)
 }
 
-fn cli_ok(config: &Path, args: &[&str]) -> String {
-    let out = run_cli(Some(config), args);
-    assert!(
-        out.status.success(),
-        "invited {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// Runs the CLI expecting an error: non-zero exit, no panic, exactly one line on stderr
 /// (`invited: error: …`). Returns that line.
 fn cli_err(config: &Path, args: &[&str]) -> String {

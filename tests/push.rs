@@ -138,13 +138,7 @@ impl Drop for TestGateway {
 }
 
 fn cli(h: &Harness, args: &[&str]) -> String {
-    let out = run_cli(Some(&h.invited.config_path), args);
-    assert!(
-        out.status.success(),
-        "invited {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    cli_ok(&h.invited.config_path, args)
 }
 
 fn set_pusher(h: &Harness, user: &str, pushkey: &str, url: &str, extra: &[&str]) {

@@ -318,6 +318,17 @@ pub fn run_cli(config: Option<&Path>, args: &[&str]) -> Output {
     cmd.output().unwrap()
 }
 
+/// [`run_cli`] with `config`, asserting success; returns stdout.
+pub fn cli_ok(config: &Path, args: &[&str]) -> String {
+    let out = run_cli(Some(config), args);
+    assert!(
+        out.status.success(),
+        "invited {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Sends raw bytes on a new connection and returns everything read until the server closes
 /// (or `timeout` passes).
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
