@@ -13,6 +13,7 @@
 //! measured in this process — so the ratio to the floor means something.
 //!
 //! Run: `cargo bench -p invited --bench load` (env: INVITES=N per level, LEVELS=1,4,16,32,64,
+//! KEEP_DB=path to keep a copy of the database after the real-shape rows,
 //! WORKERS). It prints Markdown tables. Figures depend on the machine; compare ratios.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
@@ -370,6 +371,10 @@ fn bytes_per_invite(db: &Path) -> (f64, i64) {
         .query_row("SELECT count(*) FROM invites", [], |r| r.get(0))
         .unwrap();
     let size = std::fs::metadata(db).unwrap().len();
+    // For a look at where the bytes go (e.g. with SQLite's dbstat), keep a copy.
+    if let Ok(copy) = std::env::var("KEEP_DB") {
+        std::fs::copy(db, copy).unwrap();
+    }
     (size as f64 / invites.max(1) as f64, invites)
 }
 
