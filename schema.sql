@@ -517,3 +517,89 @@ BEGIN
                  THEN NEW.state_changed_ts
                  ELSE CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) END);
 END;
+
+-- migration 8: room state stored once, in the invite's row
+-- An entry of invite_room_state that came as a full PDU was stored twice: its stripped form
+-- (type, state_key, sender, content) in invite_room_state and the PDU itself in pdus, and
+-- each entry was a row keyed by the 44-byte event ID. Now each invite keeps its room state as
+-- one small JSON array in invites.room_state, in the order received, one element per entry:
+--   12345                                 the PDU with this pdus.id (the entry was that PDU)
+--   {"type":…,"state_key":…,"sender":…,"content":{…}}
+--                                         a stripped entry (with "pdu":12345 when it came
+--                                         with a PDU whose own fields differ from these)
+-- invite_room_state is now a view with the same columns as the table it replaces (plus
+-- pdu_id), reading the stripped fields from the PDU where the entry is one.
+CREATE TABLE pdus_new (
+    id      INTEGER PRIMARY KEY,
+    -- SHA-256 (unpadded base64) of the canonical JSON below.
+    sha256  TEXT NOT NULL UNIQUE,
+    -- The PDU exactly as received, as canonical JSON.
+    pdu     TEXT NOT NULL
+) STRICT;
+INSERT INTO pdus_new (sha256, pdu) SELECT sha256, pdu FROM pdus ORDER BY rowid;
+ALTER TABLE invites ADD COLUMN room_state TEXT NOT NULL DEFAULT '[]';
+-- Entries that came as PDUs lose the stripped copy where it is exactly the PDU's.
+UPDATE invites SET room_state = (
+    SELECT json_group_array(CASE WHEN same THEN s.id
+                                 WHEN s.id IS NULL THEN json(stripped)
+                                 ELSE json_insert(stripped, '$.pdu', s.id) END)
+    FROM (SELECT s.*, p.id,
+                 json_object('type', s.type, 'state_key', s.state_key, 'sender', s.sender,
+                             'content', json(s.content)) AS stripped,
+                 (p.pdu IS NOT NULL
+                  AND s.type IS json_extract(p.pdu, '$.type')
+                  AND s.state_key IS json_extract(p.pdu, '$.state_key')
+                  AND s.sender IS json_extract(p.pdu, '$.sender')
+                  AND s.content IS json_extract(p.pdu, '$.content')) AS same
+          FROM invite_room_state AS s LEFT JOIN pdus_new AS p ON p.sha256 = s.pdu_sha256
+          WHERE s.event_id = invites.event_id ORDER BY s.position) AS s)
+WHERE EXISTS (SELECT 1 FROM invite_room_state AS s WHERE s.event_id = invites.event_id);
+DROP VIEW pending_invites;
+DROP VIEW pending_invites_readable;
+DROP TABLE invite_room_state;
+DROP TABLE pdus;
+ALTER TABLE pdus_new RENAME TO pdus;
+-- The room state that came with each invite, one row per entry, in the order received: its
+-- stripped form, and the full PDU's id and hash when it came as one.
+CREATE VIEW invite_room_state AS
+SELECT i.event_id, e.key AS position,
+       -- An element that is a number has no members: these are NULL for it.
+       coalesce(json_extract(e.value, '$.type'), json_extract(p.pdu, '$.type')) AS type,
+       coalesce(json_extract(e.value, '$.state_key'),
+                json_extract(p.pdu, '$.state_key')) AS state_key,
+       coalesce(json_extract(e.value, '$.sender'), json_extract(p.pdu, '$.sender')) AS sender,
+       coalesce(json_extract(e.value, '$.content'),
+                json_extract(p.pdu, '$.content')) AS content,
+       p.sha256 AS pdu_sha256,
+       p.id AS pdu_id
+FROM invites AS i, json_each(i.room_state) AS e
+LEFT JOIN pdus AS p ON p.id = CASE e.type WHEN 'integer' THEN e.value
+                                          ELSE json_extract(e.value, '$.pdu') END;
+CREATE VIEW pending_invites AS
+SELECT
+    i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+    i.origin_server_ts, i.received_ts,
+    (SELECT json_group_array(json(
+                CASE WHEN s.type = 'm.room.create' AND s.state_key = '' AND s.pdu IS NOT NULL
+                          AND i.create_event_as_pdu = 1
+                     THEN s.pdu
+                     ELSE json_object('type', s.type, 'state_key', s.state_key,
+                                      'sender', s.sender, 'content', json(s.content))
+                END))
+       FROM (SELECT s2.*, p.pdu FROM invite_room_state s2
+             LEFT JOIN pdus AS p ON p.id = s2.pdu_id
+             WHERE s2.event_id = i.event_id ORDER BY s2.position) AS s) AS invite_state,
+    i.signed_event
+FROM invites AS i
+WHERE i.state = 'pending';
+CREATE VIEW pending_invites_readable AS
+SELECT i.invitee, i.sender AS inviter, i.origin,
+       (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+         WHERE s.event_id = i.event_id AND s.type = 'm.room.name' AND s.state_key = ''
+         LIMIT 1) AS room_name,
+       i.room_id,
+       CAST((strftime('%s', 'now') * 1000 - i.received_ts) / 60000 AS INTEGER) AS age_minutes,
+       i.event_id
+FROM invites AS i
+WHERE i.state = 'pending'
+ORDER BY i.received_ts DESC;

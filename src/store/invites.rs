@@ -46,7 +46,9 @@ pub struct RoomStateRow {
     pub sender: String,
     /// JSON text.
     pub content: String,
-    /// Canonical JSON of the full PDU, when the entry was one.
+    /// Canonical JSON of the full PDU, when the entry was one. Then the four fields above
+    /// must be the PDU's own (content as canonical JSON): only the PDU is stored, and the
+    /// `invite_room_state` view reads them back from it.
     pub pdu: Option<String>,
 }
 
@@ -320,12 +322,14 @@ impl Store {
 /// nothing if the event ID is already stored. Returns whether it inserted.
 fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, StoreError> {
     let id = invite.event_id.as_str();
+    let room_state = room_state_column(conn, &invite.room_state)
+        .context(|| format!("cannot store the room state of {id}"))?;
     let inserted = conn
         .prepare_cached(
             "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                  origin_server_ts, received_ts, api_version, event_fingerprint,
-                 signed_event, state, create_event_as_pdu)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 signed_event, state, create_event_as_pdu, room_state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (event_id) DO NOTHING",
         )
         .and_then(|mut stmt| {
@@ -342,42 +346,13 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, Sto
                 invite.event_fingerprint,
                 invite.signed_event,
                 invite.state,
-                invite.create_event_as_pdu
+                invite.create_event_as_pdu,
+                room_state
             ])
         })
         .context(|| format!("cannot store invite {id}"))?;
     if inserted == 0 {
         return Ok(false);
-    }
-    let mut state = conn
-        .prepare_cached(
-            "INSERT INTO invite_room_state
-                 (event_id, position, type, state_key, sender, content, pdu_sha256)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .context(|| format!("cannot store the room state of {id}"))?;
-    let mut pdu = conn
-        .prepare_cached("INSERT INTO pdus (sha256, pdu) VALUES (?1, ?2) ON CONFLICT DO NOTHING")
-        .context(|| format!("cannot store the room state of {id}"))?;
-    for (i, row) in invite.room_state.iter().enumerate() {
-        let sha = row.pdu.as_deref().map(|text| {
-            invited_matrix::base64::encode(&<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()))
-        });
-        if let (Some(sha), Some(text)) = (&sha, &row.pdu) {
-            pdu.execute(params![sha, text])
-                .context(|| format!("cannot store the room state of {id}"))?;
-        }
-        state
-            .execute(params![
-                id,
-                i as i64,
-                row.event_type,
-                row.state_key,
-                row.sender,
-                row.content,
-                sha
-            ])
-            .context(|| format!("cannot store the room state of {id}"))?;
     }
     let mut warn = conn
         .prepare_cached("INSERT INTO invite_warnings (event_id, warning) VALUES (?1, ?2)")
@@ -387,6 +362,49 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, Sto
             .context(|| format!("cannot store the warnings of {id}"))?;
     }
     Ok(true)
+}
+
+/// `invites.room_state` for these entries (schema.sql, migration 8): a JSON array whose
+/// element is the `pdus.id` of an entry that came as a PDU (stored there once, however many
+/// invites carry it) and the stripped form of one that did not.
+fn room_state_column(conn: &Connection, rows: &[RoomStateRow]) -> rusqlite::Result<String> {
+    let mut find = conn.prepare_cached("SELECT id FROM pdus WHERE sha256 = ?1")?;
+    let mut add = conn.prepare_cached("INSERT INTO pdus (sha256, pdu) VALUES (?1, ?2)")?;
+    let mut out = String::from("[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match &row.pdu {
+            Some(pdu) => {
+                let sha = invited_matrix::base64::encode(&<sha2::Sha256 as sha2::Digest>::digest(
+                    pdu.as_bytes(),
+                ));
+                let id: i64 = match find.query_row(params![sha], |r| r.get(0)).optional()? {
+                    Some(id) => id,
+                    None => {
+                        add.execute(params![sha, pdu])?;
+                        conn.last_insert_rowid()
+                    }
+                };
+                out.push_str(&id.to_string());
+            }
+            None => {
+                // The fields in canonical order (content, sender, state_key, type); content
+                // is JSON text already.
+                let text = |s: &str| serde_json::Value::from(s).to_string();
+                out.push_str(&format!(
+                    "{{\"content\":{},\"sender\":{},\"state_key\":{},\"type\":{}}}",
+                    row.content,
+                    text(&row.sender),
+                    text(&row.state_key),
+                    text(&row.event_type)
+                ));
+            }
+        }
+    }
+    out.push(']');
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -429,7 +447,10 @@ mod tests {
                     state_key: String::new(),
                     sender: "@a:a".into(),
                     content: "{}".into(),
-                    pdu: Some("{\"type\":\"m.room.create\"}".into()),
+                    pdu: Some(
+                        r#"{"content":{},"sender":"@a:a","state_key":"","type":"m.room.create"}"#
+                            .into(),
+                    ),
                 }],
                 warnings: vec!["w".into()],
                 ..sample(&format!("$e{}", api.number()))
@@ -441,6 +462,81 @@ mod tests {
             let again = store.insert_invite(&invite).unwrap();
             assert_eq!(again, stored);
         }
+    }
+
+    /// An entry that came as a PDU is stored once, as the PDU; the `invite_room_state` view
+    /// gives back its stripped fields byte for byte, escapes, non-ASCII text and large
+    /// integers included. A stripped entry keeps its own fields.
+    #[test]
+    fn room_state_pdus_are_stored_once_and_read_back_exactly() {
+        let (_dir, mut store) = temp_store();
+        let content = r#"{"a":"\u0001\n\"\\é😀","b":-9007199254740991,"c":[1,{"x":null,"y":true}],"name":"Gärten"}"#;
+        let pdu = format!(
+            r#"{{"content":{content},"sender":"@a:a","state_key":"","type":"m.room.name"}}"#
+        );
+        let rows = vec![
+            RoomStateRow {
+                event_type: "m.room.name".into(),
+                state_key: String::new(),
+                sender: "@a:a".into(),
+                content: content.into(),
+                pdu: Some(pdu.clone()),
+            },
+            RoomStateRow {
+                event_type: "m.room.join_rules".into(),
+                state_key: String::new(),
+                sender: "@b:b".into(),
+                content: r#"{"join_rule":"invite"}"#.into(),
+                pdu: None,
+            },
+        ];
+        let invite = NewInvite {
+            room_state: rows.clone(),
+            ..sample("$e")
+        };
+        store.insert_invite(&invite).unwrap();
+        let (column, pdus): (String, i64) = store
+            .conn
+            .query_row(
+                "SELECT room_state, (SELECT count(*) FROM pdus) FROM invites",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (column.as_str(), pdus),
+            (
+                r#"[1,{"content":{"join_rule":"invite"},"sender":"@b:b","state_key":"","type":"m.room.join_rules"}]"#,
+                1
+            )
+        );
+        // A second invite with the same PDU refers to the same row.
+        store
+            .insert_invite(&NewInvite {
+                room_state: rows[..1].to_vec(),
+                ..sample("$f")
+            })
+            .unwrap();
+        let column: String = store
+            .conn
+            .query_row(
+                "SELECT room_state FROM invites WHERE event_id = '$f'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(column, "[1]");
+        let details = store.invite_details("$e").unwrap().unwrap();
+        assert_eq!(details.room_state, rows);
+        let name: String = store
+            .conn
+            .query_row(
+                "SELECT room_name FROM pending_invites_readable WHERE event_id = '$e'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(name, "Gärten");
     }
 
     /// The host marks an invite `accepted` (by SQL, from another connection) while the CLI is

@@ -517,6 +517,70 @@ pub(crate) mod tests {
         store.integrity_check().unwrap();
     }
 
+    /// Migration 8 keeps an entry that came as a PDU only as the PDU, where its stripped copy
+    /// is exactly the PDU's; the `invite_room_state` view reads the same rows as before.
+    #[test]
+    fn room_state_is_stored_once_after_migrating() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("PRAGMA foreign_keys=ON").unwrap();
+        for (_, sql) in migrations().unwrap().into_iter().take(7) {
+            raw.execute_batch(&sql).unwrap();
+        }
+        raw.pragma_update(None, "user_version", 7).unwrap();
+        let pdu = r#"{"content":{"name":"G\u0001é"},"sender":"@a:x","state_key":"","type":"m.room.name"}"#;
+        raw.execute(
+            "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
+                                  origin_server_ts, received_ts, state, api_version,
+                                  event_fingerprint, signed_event)
+             VALUES ('$e', '!r:x', '11', '@b:us', '@a:x', 'x', 1, 2, 'pending', 2, 'f', '{}')",
+            [],
+        )
+        .unwrap();
+        raw.execute("INSERT INTO pdus VALUES ('h1', ?1), ('h2', ?1)", [pdu])
+            .unwrap();
+        raw.execute_batch(
+            r#"INSERT INTO invite_room_state VALUES
+                 ('$e', 0, 'm.room.name', '', '@a:x', '{"name":"G\u0001é"}', 'h1'),
+                 ('$e', 1, 'm.room.name', '', '@a:x', '{"name":"other"}', 'h2'),
+                 ('$e', 2, 'm.room.topic', '', '@a:x', '{"topic":"t"}', NULL);"#,
+        )
+        .unwrap();
+        let read = |conn: &Connection| -> Vec<(String, String, String, String, Option<String>)> {
+            conn.prepare(
+                "SELECT type, state_key, sender, content, pdu_sha256 FROM invite_room_state
+                 WHERE event_id = '$e' ORDER BY position",
+            )
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let invite_state = |conn: &Connection| -> String {
+            conn.query_row("SELECT invite_state FROM pending_invites", [], |r| r.get(0))
+                .unwrap()
+        };
+        let (before, before_view) = (read(&raw), invite_state(&raw));
+        drop(raw);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(read(&store.conn), before);
+        assert_eq!(invite_state(&store.conn), before_view);
+        // Only the entry whose stripped copy is the PDU's lost it.
+        let column: String = store
+            .conn
+            .query_row("SELECT room_state FROM invites", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            column,
+            r#"[1,{"type":"m.room.name","state_key":"","sender":"@a:x","content":{"name":"other"},"pdu":2},{"type":"m.room.topic","state_key":"","sender":"@a:x","content":{"topic":"t"}}]"#
+        );
+        store.integrity_check().unwrap();
+    }
+
     #[test]
     fn newer_schema_is_refused() {
         let (dir, store) = temp_store();

@@ -345,16 +345,11 @@ mod tests {
             .execute(
                 "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                                       origin_server_ts, received_ts, state, api_version,
-                                      event_fingerprint, signed_event)
-                 VALUES (?1, '!r:x', '11', ?2, '@a:x', 'x', 1, ?3, ?4, 2, 'f', '{}')",
+                                      event_fingerprint, signed_event, room_state)
+                 VALUES (?1, '!r:x', '11', ?2, '@a:x', 'x', 1, ?3, ?4, 2, 'f', '{}',
+                         '[{\"type\":\"m.room.name\",\"state_key\":\"\",\"sender\":\"@a:x\",
+                            \"content\":{\"name\":\"Garden\"}}]')",
                 params![id, invitee, received, state],
-            )
-            .unwrap();
-        s.conn
-            .execute(
-                "INSERT INTO invite_room_state VALUES (?1, 0, 'm.room.name', '', '@a:x',
-                                                       '{\"name\":\"Garden\"}', NULL)",
-                params![id],
             )
             .unwrap();
     }
