@@ -177,6 +177,8 @@ struct RunResult {
     non_200: usize,
     /// Server CPU time (user + system) per request.
     cpu_per_request: Duration,
+    /// The same, per kind of server thread (name without its number), largest first.
+    cpu_by_thread: Vec<(String, Duration)>,
 }
 
 /// Sends `requests` over `concurrency` keep-alive connections, each as fast as answers come;
@@ -191,6 +193,7 @@ fn run(
 ) -> RunResult {
     let chunk = requests.len().div_ceil(concurrency);
     let cpu_before = cpu_time(pid);
+    let threads_before = cpu_by_thread(pid);
     let started = Instant::now();
     let threads: Vec<_> = requests
         .chunks(chunk)
@@ -235,6 +238,15 @@ fn run(
     }
     let elapsed = started.elapsed();
     let cpu = cpu_time(pid).saturating_sub(cpu_before);
+    let n = lat.len().max(1) as u32;
+    let mut cpu_by_thread: Vec<(String, Duration)> = cpu_by_thread(pid)
+        .into_iter()
+        .map(|(kind, t)| {
+            let before = threads_before.get(&kind).copied().unwrap_or_default();
+            (kind, t.saturating_sub(before) / n)
+        })
+        .collect();
+    cpu_by_thread.sort_by(|a, b| b.1.cmp(&a.1));
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     RunResult {
@@ -245,12 +257,34 @@ fn run(
         max: *lat.last().unwrap(),
         non_200,
         cpu_per_request: cpu / lat.len() as u32,
+        cpu_by_thread,
     }
 }
 
 /// User + system CPU time of a process so far (/proc/PID/stat, clock ticks of 10 ms).
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU time of the server's threads, summed per kind: the thread's name without a trailing
+/// number (`http-worker-3` counts as `http-worker`). Threads that ended are not counted.
+fn cpu_by_thread(pid: u32) -> std::collections::HashMap<String, Duration> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        let kind = name.strip_suffix('-').unwrap_or(name).to_owned();
+        let t = stat_cpu(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+        *out.entry(kind).or_default() += t;
+    }
+    out
+}
+
+/// utime + stime from a `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> Duration {
     // Fields after the command (which may contain spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -490,6 +524,7 @@ fn main() {
     let arcs = |ps: &[Prepared]| -> Vec<Arc<Vec<u8>>> {
         ps.iter().map(|p| Arc::new(p.request.clone())).collect()
     };
+    let mut by_thread: Vec<(String, Vec<(String, Duration)>)> = Vec::new();
     let mut best = 0.0f64;
     let mut best_cpu = Duration::MAX;
     let mut at_32 = None;
@@ -500,6 +535,7 @@ fn main() {
         let w = wal.take();
         wal_overall = wal_overall.max(w);
         row("real: a room each", *c, &r, w);
+        by_thread.push((format!("real, {c} connections"), r.cpu_by_thread.clone()));
         best = best.max(r.rate);
         best_cpu = best_cpu.min(r.cpu_per_request);
         if *c == 32 {
@@ -528,12 +564,43 @@ fn main() {
     );
     // Measured before the same-room rows, whose invites share their room state's PDUs.
     let (per_invite, stored) = bytes_per_invite(&db);
+    by_thread.push(("real, paced".into(), paced.cpu_by_thread.clone()));
     let same = run(&client, pid, &arcs(&same_room), 32, None);
     row("same room", 32, &same, wal.take());
+    by_thread.push((
+        "same room, 32 connections".into(),
+        same.cpu_by_thread.clone(),
+    ));
     let retry: Vec<Arc<Vec<u8>>> = (0..n).map(|_| Arc::new(warm.request.clone())).collect();
     let r = run(&client, pid, &retry, 16, None);
     row("retries of one invite", 16, &r, wal.take());
     drop(wal);
+
+    // Where the server's CPU went, per kind of thread.
+    let mut kinds: Vec<String> = Vec::new();
+    for (_, threads) in &by_thread {
+        for (kind, t) in threads {
+            if !kinds.contains(kind) && !t.is_zero() {
+                kinds.push(kind.clone());
+            }
+        }
+    }
+    println!("\nserver CPU per invite by thread:\n");
+    println!("| run | {} |", kinds.join(" | "));
+    println!("|---|{}", "---|".repeat(kinds.len()));
+    for (run, threads) in &by_thread {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|k| {
+                let t = threads
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or(Duration::ZERO, |x| x.1);
+                format!("{:.0} µs", t.as_secs_f64() * 1e6)
+            })
+            .collect();
+        println!("| {run} | {} |", cells.join(" | "));
+    }
 
     let rss = peak_rss_mib(pid);
     let floor = crypto_floor(&origin, &real[0]);
