@@ -529,21 +529,26 @@ END;
 --                                         with a PDU whose own fields differ from these)
 -- invite_room_state is now a view with the same columns as the table it replaces (plus
 -- pdu_id), reading the stripped fields from the PDU where the entry is one.
+-- pdus gets an integer id, and loses the index on sha256: keeping it cost every invite of the
+-- real shape four index pages written at random places per commit (a quarter of the writer's
+-- time). The server finds a PDU it stored lately by its own memory of their hashes, so a
+-- wave of invites to one room stores its room state once; after a restart the same PDU may be
+-- stored once more. Look one up by hash with a scan: SELECT id FROM pdus WHERE sha256 = ?.
 CREATE TABLE pdus_new (
     id      INTEGER PRIMARY KEY,
     -- SHA-256 (unpadded base64) of the canonical JSON below.
-    sha256  TEXT NOT NULL UNIQUE,
+    sha256  TEXT NOT NULL,
     -- The PDU exactly as received, as canonical JSON.
     pdu     TEXT NOT NULL
 ) STRICT;
-INSERT INTO pdus_new (sha256, pdu) SELECT sha256, pdu FROM pdus ORDER BY rowid;
+INSERT INTO pdus_new (id, sha256, pdu) SELECT rowid, sha256, pdu FROM pdus;
 ALTER TABLE invites ADD COLUMN room_state TEXT NOT NULL DEFAULT '[]';
 -- Entries that came as PDUs lose the stripped copy where it is exactly the PDU's.
 UPDATE invites SET room_state = (
     SELECT json_group_array(CASE WHEN same THEN s.id
                                  WHEN s.id IS NULL THEN json(stripped)
                                  ELSE json_insert(stripped, '$.pdu', s.id) END)
-    FROM (SELECT s.*, p.id,
+    FROM (SELECT s.*, p.rowid AS id,
                  json_object('type', s.type, 'state_key', s.state_key, 'sender', s.sender,
                              'content', json(s.content)) AS stripped,
                  (p.pdu IS NOT NULL
@@ -551,7 +556,7 @@ UPDATE invites SET room_state = (
                   AND s.state_key IS json_extract(p.pdu, '$.state_key')
                   AND s.sender IS json_extract(p.pdu, '$.sender')
                   AND s.content IS json_extract(p.pdu, '$.content')) AS same
-          FROM invite_room_state AS s LEFT JOIN pdus_new AS p ON p.sha256 = s.pdu_sha256
+          FROM invite_room_state AS s LEFT JOIN pdus AS p ON p.sha256 = s.pdu_sha256
           WHERE s.event_id = invites.event_id ORDER BY s.position) AS s)
 WHERE EXISTS (SELECT 1 FROM invite_room_state AS s WHERE s.event_id = invites.event_id);
 DROP VIEW pending_invites;

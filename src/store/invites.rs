@@ -164,7 +164,7 @@ impl Store {
                 .context(|| "cannot start a transaction".to_owned())?;
             let mut inserted = Vec::with_capacity(invites.len());
             for invite in invites {
-                inserted.push(insert_invite_rows(&tx, invite)?);
+                inserted.push(insert_invite_rows(&tx, invite, &mut self.recent_pdus)?);
             }
             tx.commit().context(|| "cannot commit invites".to_owned())?;
             Ok::<_, StoreError>(inserted)
@@ -190,7 +190,7 @@ impl Store {
                         .savepoint()
                         .context(|| "cannot start a savepoint".to_owned())
                         .and_then(|sp| {
-                            let inserted = insert_invite_rows(&sp, invite)?;
+                            let inserted = insert_invite_rows(&sp, invite, &mut self.recent_pdus)?;
                             sp.commit()
                                 .context(|| "cannot release a savepoint".to_owned())?;
                             Ok(inserted)
@@ -320,9 +320,13 @@ impl Store {
 
 /// Inserts one invite's rows (invite, room state, warnings) inside the caller's transaction;
 /// nothing if the event ID is already stored. Returns whether it inserted.
-fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, StoreError> {
+fn insert_invite_rows(
+    conn: &Connection,
+    invite: &NewInvite,
+    recent: &mut RecentPdus,
+) -> Result<bool, StoreError> {
     let id = invite.event_id.as_str();
-    let room_state = room_state_column(conn, &invite.room_state)
+    let room_state = room_state_column(conn, &invite.room_state, recent)
         .context(|| format!("cannot store the room state of {id}"))?;
     let inserted = conn
         .prepare_cached(
@@ -364,11 +368,35 @@ fn insert_invite_rows(conn: &Connection, invite: &NewInvite) -> Result<bool, Sto
     Ok(true)
 }
 
+/// PDUs a connection stored or found lately, by SHA-256: how a wave of invites to one room
+/// stores its room state once, without an index on `pdus.sha256` (which cost every invite
+/// four index pages written at random places per commit). Bounded, and emptied when full. A
+/// hit is checked against its row, since a rolled-back batch or retention may have removed it
+/// (and its id been given to another PDU).
+#[derive(Default)]
+pub(super) struct RecentPdus(std::collections::HashMap<String, i64>);
+
+impl RecentPdus {
+    /// How many hashes are remembered (about 100 bytes each).
+    const CAPACITY: usize = 4096;
+
+    fn remember(&mut self, sha: String, id: i64) {
+        if self.0.len() >= Self::CAPACITY {
+            self.0.clear();
+        }
+        self.0.insert(sha, id);
+    }
+}
+
 /// `invites.room_state` for these entries (schema.sql, migration 8): a JSON array whose
-/// element is the `pdus.id` of an entry that came as a PDU (stored there once, however many
-/// invites carry it) and the stripped form of one that did not.
-fn room_state_column(conn: &Connection, rows: &[RoomStateRow]) -> rusqlite::Result<String> {
-    let mut find = conn.prepare_cached("SELECT id FROM pdus WHERE sha256 = ?1")?;
+/// element is the `pdus.id` of an entry that came as a PDU (stored there once while `recent`
+/// remembers it) and the stripped form of one that did not.
+fn room_state_column(
+    conn: &Connection,
+    rows: &[RoomStateRow],
+    recent: &mut RecentPdus,
+) -> rusqlite::Result<String> {
+    let mut still_there = conn.prepare_cached("SELECT sha256 = ?2 FROM pdus WHERE id = ?1")?;
     let mut add = conn.prepare_cached("INSERT INTO pdus (sha256, pdu) VALUES (?1, ?2)")?;
     let mut out = String::from("[");
     for (i, row) in rows.iter().enumerate() {
@@ -380,11 +408,21 @@ fn room_state_column(conn: &Connection, rows: &[RoomStateRow]) -> rusqlite::Resu
                 let sha = invited_matrix::base64::encode(&<sha2::Sha256 as sha2::Digest>::digest(
                     pdu.as_bytes(),
                 ));
-                let id: i64 = match find.query_row(params![sha], |r| r.get(0)).optional()? {
+                let known = match recent.0.get(&sha) {
+                    Some(&id) => still_there
+                        .query_row(params![id, sha], |r| r.get::<_, bool>(0))
+                        .optional()?
+                        .unwrap_or(false)
+                        .then_some(id),
+                    None => None,
+                };
+                let id = match known {
                     Some(id) => id,
                     None => {
                         add.execute(params![sha, pdu])?;
-                        conn.last_insert_rowid()
+                        let id = conn.last_insert_rowid();
+                        recent.remember(sha, id);
+                        id
                     }
                 };
                 out.push_str(&id.to_string());
@@ -537,6 +575,60 @@ mod tests {
             )
             .unwrap();
         assert_eq!(name, "Gärten");
+    }
+
+    /// A PDU the writer remembers but whose row is gone (retention), or whose id now holds
+    /// another PDU, is stored anew: an invite never refers to a missing or different PDU.
+    #[test]
+    fn a_remembered_pdu_that_is_gone_is_stored_again() {
+        let (_dir, mut store) = temp_store();
+        let pdu = |name: &str| RoomStateRow {
+            event_type: "m.room.name".into(),
+            state_key: String::new(),
+            sender: "@a:a".into(),
+            content: format!(r#"{{"name":"{name}"}}"#),
+            pdu: Some(format!(
+                r#"{{"content":{{"name":"{name}"}},"sender":"@a:a","state_key":"","type":"m.room.name"}}"#
+            )),
+        };
+        let with = |id: &str, rows: Vec<RoomStateRow>| NewInvite {
+            room_state: rows,
+            ..sample(id)
+        };
+        let names = |store: &Store, id: &str| -> Vec<(String, Option<String>)> {
+            store
+                .query_all(
+                    "SELECT s.content, p.pdu FROM invite_room_state s
+                     LEFT JOIN pdus p ON p.id = s.pdu_id WHERE s.event_id = ?1",
+                    params![id],
+                    "state",
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap()
+        };
+        store.insert_invite(&with("$a", vec![pdu("A")])).unwrap();
+        // Retention removes the invite and its PDU; the id is then given to another PDU.
+        store
+            .conn
+            .execute_batch("DELETE FROM invites; DELETE FROM pdus;")
+            .unwrap();
+        store.insert_invite(&with("$b", vec![pdu("B")])).unwrap();
+        store.insert_invite(&with("$c", vec![pdu("A")])).unwrap();
+        assert_eq!(
+            names(&store, "$c"),
+            [(r#"{"name":"A"}"#.to_owned(), pdu("A").pdu)]
+        );
+        assert_eq!(
+            names(&store, "$b"),
+            [(r#"{"name":"B"}"#.to_owned(), pdu("B").pdu)]
+        );
+        // And a PDU still there is found, not stored twice.
+        store.insert_invite(&with("$d", vec![pdu("A")])).unwrap();
+        let count: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM pdus", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2);
     }
 
     /// The host marks an invite `accepted` (by SQL, from another connection) while the CLI is

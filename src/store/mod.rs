@@ -123,6 +123,8 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// PDUs this connection stored or found lately (`invites::RecentPdus`).
+    recent_pdus: invites::RecentPdus,
 }
 
 impl fmt::Debug for Store {
@@ -196,6 +198,7 @@ impl Store {
         let store = Store {
             conn,
             path: path.to_path_buf(),
+            recent_pdus: invites::RecentPdus::default(),
         };
         store.configure()?;
         Ok(store)
