@@ -270,7 +270,7 @@ fn handle_authenticated(
     }
 
     // 9. Co-sign: our signature over the redacted event; nothing else changes.
-    let mut signed = event.clone();
+    let mut signed = event;
     sign_event_with(&mut signed, &bytes, ctx.our_name, ctx.signing_key).map_err(|e| {
         log::error!("cannot co-sign {event_id}: {e}");
         RefusalKind::Internal.check(MatrixError::internal())

@@ -11,7 +11,8 @@ use super::{Number, Object, Value};
 /// and hashing need "the object minus `signatures`/`unsigned`/`hashes`"; this avoids a deep
 /// copy to get it.
 pub fn canonical_object_except(obj: &Object, skip: &[&str]) -> String {
-    let mut out = String::with_capacity(256);
+    // Events are about a kilobyte: start there rather than grow through reallocs.
+    let mut out = String::with_capacity(1024);
     out.push('{');
     let mut first = true;
     for (k, item) in obj {
