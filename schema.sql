@@ -524,9 +524,10 @@ END;
 -- each entry was a row keyed by the 44-byte event ID. Now each invite keeps its room state as
 -- one small JSON array in invites.room_state, in the order received, one element per entry:
 --   12345                                 the PDU with this pdus.id (the entry was that PDU)
---   {"type":…,"state_key":…,"sender":…,"content":{…}}
+--   {"content":{…},"sender":…,"state_key":…,"type":…}
 --                                         a stripped entry (with "pdu":12345 when it came
---                                         with a PDU whose own fields differ from these)
+--                                         with a PDU whose own fields differ from these;
+--                                         readers take the fields by name, in any order)
 -- invite_room_state is now a view with the same columns as the table it replaces (plus
 -- pdu_id), reading the stripped fields from the PDU where the entry is one.
 -- pdus gets an integer id, and loses the index on sha256: keeping it cost every invite of the
@@ -534,14 +535,17 @@ END;
 -- time). The server finds a PDU it stored lately by its own memory of their hashes, so a
 -- wave of invites to one room stores its room state once; after a restart the same PDU may be
 -- stored once more. Look one up by hash with a scan: SELECT id FROM pdus WHERE sha256 = ?.
+-- Nothing but retention may delete from pdus: no foreign key can see the references inside the
+-- arrays. Ids are AUTOINCREMENT, so a PDU deleted by hand leaves its invites' entries empty
+-- (NULL fields) rather than showing another PDU under the same id.
 CREATE TABLE pdus_new (
-    id      INTEGER PRIMARY KEY,
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
     -- SHA-256 (unpadded base64) of the canonical JSON below.
     sha256  TEXT NOT NULL,
     -- The PDU exactly as received, as canonical JSON.
     pdu     TEXT NOT NULL
 ) STRICT;
-INSERT INTO pdus_new (id, sha256, pdu) SELECT rowid, sha256, pdu FROM pdus;
+INSERT INTO pdus_new (id, sha256, pdu) SELECT rowid, sha256, pdu FROM pdus ORDER BY rowid;
 ALTER TABLE invites ADD COLUMN room_state TEXT NOT NULL DEFAULT '[]';
 -- Entries that came as PDUs lose the stripped copy where it is exactly the PDU's.
 UPDATE invites SET room_state = (
@@ -550,7 +554,9 @@ UPDATE invites SET room_state = (
                                  ELSE json_insert(stripped, '$.pdu', s.id) END)
     FROM (SELECT s.*, p.rowid AS id,
                  json_object('type', s.type, 'state_key', s.state_key, 'sender', s.sender,
-                             'content', json(s.content)) AS stripped,
+                             -- (content was always JSON; were it not, it stays its own text)
+                             'content', CASE WHEN json_valid(s.content) THEN json(s.content)
+                                             ELSE s.content END) AS stripped,
                  (p.pdu IS NOT NULL
                   AND s.type IS json_extract(p.pdu, '$.type')
                   AND s.state_key IS json_extract(p.pdu, '$.state_key')

@@ -289,7 +289,7 @@ impl Store {
             .context(|| format!("cannot read invite {event_id}"))?;
         let state = self.query_all(
             "SELECT s.type, s.state_key, s.sender, s.content, p.pdu
-             FROM invite_room_state s LEFT JOIN pdus p ON p.sha256 = s.pdu_sha256
+             FROM invite_room_state s LEFT JOIN pdus p ON p.id = s.pdu_id
              WHERE s.event_id = ?1 ORDER BY s.position",
             params![event_id],
             "an invite's room state",
@@ -326,6 +326,14 @@ fn insert_invite_rows(
     recent: &mut RecentPdus,
 ) -> Result<bool, StoreError> {
     let id = invite.event_id.as_str();
+    // A retry of a stored invite stores nothing, not even its room state's PDUs.
+    let held = conn
+        .prepare_cached("SELECT 1 FROM invites WHERE event_id = ?1")
+        .and_then(|mut stmt| stmt.exists(params![id]))
+        .context(|| format!("cannot store invite {id}"))?;
+    if held {
+        return Ok(false);
+    }
     let room_state = room_state_column(conn, &invite.room_state, recent)
         .context(|| format!("cannot store the room state of {id}"))?;
     let inserted = conn
@@ -629,6 +637,43 @@ mod tests {
             .query_row("SELECT count(*) FROM pdus", [], |r| r.get(0))
             .unwrap();
         assert_eq!(count, 2);
+    }
+
+    /// A connection that does not remember a PDU stores it again; the invites that refer to
+    /// either copy still read one entry each. A retry of a stored invite stores no PDU.
+    #[test]
+    fn pdus_stored_twice_read_once_and_retries_store_none() {
+        let (dir, mut first) = temp_store();
+        let row = RoomStateRow {
+            event_type: "m.room.create".into(),
+            state_key: String::new(),
+            sender: "@a:a".into(),
+            content: "{}".into(),
+            pdu: Some(
+                r#"{"content":{},"sender":"@a:a","state_key":"","type":"m.room.create"}"#.into(),
+            ),
+        };
+        let invite = |id: &str| NewInvite {
+            room_state: vec![row.clone()],
+            ..sample(id)
+        };
+        first.insert_invite(&invite("$a")).unwrap();
+        // As after a restart: a new connection, nothing remembered.
+        let mut second = Store::open(&dir.path().join("t.db")).unwrap();
+        second.insert_invite(&invite("$b")).unwrap();
+        let pdus = |s: &Store| -> i64 {
+            s.conn
+                .query_row("SELECT count(*) FROM pdus", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(pdus(&second), 2);
+        for id in ["$a", "$b"] {
+            let details = second.invite_details(id).unwrap().unwrap();
+            assert_eq!(details.room_state, [row.clone()], "{id}");
+        }
+        let mut third = Store::open(&dir.path().join("t.db")).unwrap();
+        third.insert_invite(&invite("$a")).unwrap();
+        assert_eq!(pdus(&third), 2, "a retry stored a PDU");
     }
 
     /// The host marks an invite `accepted` (by SQL, from another connection) while the CLI is

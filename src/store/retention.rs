@@ -113,7 +113,8 @@ impl Store {
             rows.collect::<Result<_, _>>().context(fail)?
         };
         for id in &ids {
-            // Room state, warnings, rejections and rescinds go by ON DELETE CASCADE.
+            // Warnings, rejections and rescinds go by ON DELETE CASCADE; room state is in the
+            // invite's row, and its PDUs go below once nothing refers to them.
             tx.execute("DELETE FROM invites WHERE event_id = ?1", params![id])
                 .context(fail)?;
             tx.execute(
