@@ -246,7 +246,7 @@ fn run(
             (kind, t.saturating_sub(before) / n)
         })
         .collect();
-    cpu_by_thread.sort_by(|a, b| b.1.cmp(&a.1));
+    cpu_by_thread.sort_by_key(|x| std::cmp::Reverse(x.1));
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     RunResult {
