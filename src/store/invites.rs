@@ -242,15 +242,7 @@ impl Store {
         state: Option<InviteState>,
     ) -> Result<Vec<InviteSummary>, StoreError> {
         self.query_all(
-            "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
-                    i.origin_server_ts, i.received_ts, i.state,
-                    (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
-                      WHERE s.event_id = i.event_id AND s.type = 'm.room.name'
-                        AND s.state_key = '' LIMIT 1)
-             FROM invites i
-             WHERE (?1 IS NULL OR i.event_id = ?1) AND (?2 IS NULL OR i.invitee = ?2)
-               AND (?3 IS NULL OR i.state = ?3)
-             ORDER BY i.received_ts DESC, i.event_id",
+            &summaries_sql(event_id.is_some()),
             params![event_id, invitee, state],
             "invites",
             |r| {
@@ -374,6 +366,27 @@ fn insert_invite_rows(
             .context(|| format!("cannot store the warnings of {id}"))?;
     }
     Ok(true)
+}
+
+/// The query for invite summaries: one invite by its key (`?1`), or all of them, each
+/// optionally of one invitee (`?2`) and state (`?3`). Two statements, because an `?1 IS NULL
+/// OR` test would make SQLite scan every invite to find one.
+fn summaries_sql(by_id: bool) -> String {
+    let which = if by_id {
+        "i.event_id = ?1"
+    } else {
+        "?1 IS NULL"
+    };
+    format!(
+        "SELECT i.event_id, i.room_id, i.room_version, i.invitee, i.sender, i.origin,
+                i.origin_server_ts, i.received_ts, i.state,
+                (SELECT json_extract(s.content, '$.name') FROM invite_room_state s
+                  WHERE s.event_id = i.event_id AND s.type = 'm.room.name'
+                    AND s.state_key = '' LIMIT 1)
+         FROM invites i
+         WHERE {which} AND (?2 IS NULL OR i.invitee = ?2) AND (?3 IS NULL OR i.state = ?3)
+         ORDER BY i.received_ts DESC, i.event_id"
+    )
 }
 
 /// PDUs a connection stored or found lately, by SHA-256: how a wave of invites to one room
@@ -639,6 +652,26 @@ mod tests {
         assert_eq!(count, 2);
     }
 
+    /// Showing one invite looks it up by its key, not by reading every invite.
+    #[test]
+    fn one_invite_is_found_by_its_key() {
+        let (_dir, store) = temp_store();
+        let plan: Vec<String> = store
+            .query_all(
+                &format!("EXPLAIN QUERY PLAN {}", summaries_sql(true)),
+                params!["$e", None::<String>, None::<String>],
+                "the plan",
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.iter()
+                .any(|s| s.starts_with("SEARCH i USING INDEX sqlite_autoindex_invites_1")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|s| s.starts_with("SCAN i")), "{plan:?}");
+    }
+
     /// A connection that does not remember a PDU stores it again; the invites that refer to
     /// either copy still read one entry each. A retry of a stored invite stores no PDU.
     #[test]
@@ -669,7 +702,7 @@ mod tests {
         assert_eq!(pdus(&second), 2);
         for id in ["$a", "$b"] {
             let details = second.invite_details(id).unwrap().unwrap();
-            assert_eq!(details.room_state, [row.clone()], "{id}");
+            assert_eq!(details.room_state, std::slice::from_ref(&row), "{id}");
         }
         let mut third = Store::open(&dir.path().join("t.db")).unwrap();
         third.insert_invite(&invite("$a")).unwrap();
