@@ -5,8 +5,9 @@
 //! noise from the signature checks and the load generator sharing the cores.
 //!
 //! Run: `cargo bench -p invited --bench store` (env: INVITES=N, default 20,000; BATCH=N invites
-//! per commit, default 16, about what the writer gathers at 32 connections). It prints CPU
-//! and wall time per invite and database bytes per invite.
+//! per commit, default 16, about what the writer gathers at 32 connections; DROP_INDEXES=a,b
+//! to see what those indexes cost). It prints CPU and wall time per invite and database bytes
+//! per invite.
 //!
 //! For a figure that does not depend on the machine's load, count instructions: build once
 //! (`cargo bench -p invited --bench store --no-run`), then run the printed binary under
@@ -160,6 +161,12 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("invited.db");
     let mut store = Store::open(&path).unwrap();
+    // What an index costs: DROP_INDEXES=invites_by_room,invites_by_invitee leaves them out.
+    let dropped = std::env::var("DROP_INDEXES").unwrap_or_default();
+    for index in dropped.split(',').filter(|s| !s.is_empty()) {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!("DROP INDEX {index}")).unwrap();
+    }
     // As the writer: no checkpoint in the commit path; the WAL restarted now and then (here
     // every 1,024 invites, timed apart).
     store.disable_auto_checkpoint().unwrap();
