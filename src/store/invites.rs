@@ -328,36 +328,31 @@ fn insert_invite_rows(
     }
     let room_state = room_state_column(conn, &invite.room_state, recent)
         .context(|| format!("cannot store the room state of {id}"))?;
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
+    conn.prepare_cached(
+        "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                  origin_server_ts, received_ts, api_version, event_fingerprint,
                  signed_event, state, create_event_as_pdu, room_state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                invite.event_id,
-                invite.room_id,
-                invite.room_version,
-                invite.invitee,
-                invite.sender,
-                invite.origin,
-                invite.origin_server_ts,
-                invite.received_ts,
-                invite.api.number(),
-                invite.event_fingerprint,
-                invite.signed_event,
-                invite.state,
-                invite.create_event_as_pdu,
-                room_state
-            ])
-        })
-        .context(|| format!("cannot store invite {id}"))?;
-    if inserted == 0 {
-        return Ok(false);
-    }
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            invite.event_id,
+            invite.room_id,
+            invite.room_version,
+            invite.invitee,
+            invite.sender,
+            invite.origin,
+            invite.origin_server_ts,
+            invite.received_ts,
+            invite.api.number(),
+            invite.event_fingerprint,
+            invite.signed_event,
+            invite.state,
+            invite.create_event_as_pdu,
+            room_state
+        ])
+    })
+    .context(|| format!("cannot store invite {id}"))?;
     let mut warn = conn
         .prepare_cached("INSERT INTO invite_warnings (event_id, warning) VALUES (?1, ?2)")
         .context(|| format!("cannot store the warnings of {id}"))?;
@@ -449,16 +444,20 @@ fn room_state_column(
                 out.push_str(&id.to_string());
             }
             None => {
-                // The fields in canonical order (content, sender, state_key, type); content
-                // is JSON text already.
-                let text = |s: &str| serde_json::Value::from(s).to_string();
-                out.push_str(&format!(
-                    "{{\"content\":{},\"sender\":{},\"state_key\":{},\"type\":{}}}",
-                    row.content,
-                    text(&row.sender),
-                    text(&row.state_key),
-                    text(&row.event_type)
-                ));
+                // The fields in canonical order; content is JSON text already.
+                out.push_str("{\"content\":");
+                out.push_str(&row.content);
+                for (key, text) in [
+                    ("sender", &row.sender),
+                    ("state_key", &row.state_key),
+                    ("type", &row.event_type),
+                ] {
+                    out.push(',');
+                    invited_matrix::json::write_canonical_str(&mut out, key);
+                    out.push(':');
+                    invited_matrix::json::write_canonical_str(&mut out, text);
+                }
+                out.push('}');
             }
         }
     }
