@@ -466,18 +466,26 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("schema version 1"), "{err}");
     }
 
-    /// Migration 6 rebuilds `invites` (new states in its CHECK). Rows that refer to invites
-    /// (room state, warnings) must survive it: dropping the old table must not cascade.
-    #[test]
-    fn rebuilding_invites_keeps_what_refers_to_them() {
+    /// A database file at schema version `version` (its migrations applied by hand, foreign
+    /// keys on), for testing the migrations after it; open it with `Store::open` to run them.
+    fn database_at(version: usize) -> (tempfile::TempDir, PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let raw = Connection::open(&path).unwrap();
         raw.execute_batch("PRAGMA foreign_keys=ON").unwrap();
-        for (_, sql) in migrations().unwrap().into_iter().take(5) {
+        for (_, sql) in migrations().unwrap().into_iter().take(version) {
             raw.execute_batch(&sql).unwrap();
         }
-        raw.pragma_update(None, "user_version", 5).unwrap();
+        raw.pragma_update(None, "user_version", version as u32)
+            .unwrap();
+        (dir, path, raw)
+    }
+
+    /// Migration 6 rebuilds `invites` (new states in its CHECK). Rows that refer to invites
+    /// (room state, warnings) must survive it: dropping the old table must not cascade.
+    #[test]
+    fn rebuilding_invites_keeps_what_refers_to_them() {
+        let (_dir, path, raw) = database_at(5);
         raw.execute_batch(
             "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
                                   origin_server_ts, received_ts, state, api_version,
@@ -524,14 +532,7 @@ pub(crate) mod tests {
     /// is exactly the PDU's; the `invite_room_state` view reads the same rows as before.
     #[test]
     fn room_state_is_stored_once_after_migrating() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let raw = Connection::open(&path).unwrap();
-        raw.execute_batch("PRAGMA foreign_keys=ON").unwrap();
-        for (_, sql) in migrations().unwrap().into_iter().take(7) {
-            raw.execute_batch(&sql).unwrap();
-        }
-        raw.pragma_update(None, "user_version", 7).unwrap();
+        let (_dir, path, raw) = database_at(7);
         let pdu = r#"{"content":{"name":"G\u0001é"},"sender":"@a:x","state_key":"","type":"m.room.name"}"#;
         raw.execute(
             "INSERT INTO invites (event_id, room_id, room_version, invitee, sender, origin,
