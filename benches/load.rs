@@ -24,6 +24,8 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -263,7 +265,7 @@ fn run(
 
 /// User + system CPU time of a process so far (/proc/PID/stat, clock ticks of 10 ms).
 fn cpu_time(pid: u32) -> Duration {
-    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+    proc_stat::process_cpu(&pid.to_string())
 }
 
 /// CPU time of the server's threads, summed per kind: the thread's name without a trailing
@@ -277,25 +279,12 @@ fn cpu_by_thread(pid: u32) -> std::collections::HashMap<String, Duration> {
         let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         let name = name.trim().trim_end_matches(|c: char| c.is_ascii_digit());
         let kind = name.strip_suffix('-').unwrap_or(name).to_owned();
-        let t = stat_cpu(&std::fs::read_to_string(task.path().join("stat")).unwrap_or_default());
+        let t = proc_stat::stat_cpu(
+            &std::fs::read_to_string(task.path().join("stat")).unwrap_or_default(),
+        );
         *out.entry(kind).or_default() += t;
     }
     out
-}
-
-/// utime + stime from a `/proc/…/stat` line.
-fn stat_cpu(stat: &str) -> Duration {
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {

@@ -18,6 +18,9 @@
 
 use std::time::{Duration, Instant};
 
+#[path = "support/proc_stat.rs"]
+mod proc_stat;
+
 use invited::store::{InviteState, NewInvite, RoomStateRow, Store};
 use invited_matrix::invite::Api;
 use sha2::{Digest, Sha256};
@@ -136,16 +139,7 @@ fn invite(i: u64) -> NewInvite {
 
 /// This process's CPU time (user + system).
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    proc_stat::process_cpu("self")
 }
 
 fn env_or(name: &str, default: usize) -> usize {
