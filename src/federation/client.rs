@@ -310,12 +310,7 @@ fn read_answer(
     what: &str,
 ) -> Result<(u16, Option<Value>), FetchError> {
     let status = response.status().as_u16();
-    let bytes = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_RESPONSE_BYTES)
-        .read_to_vec()
-        .map_err(|e| FetchError(format!("{what}: reading the body: {e}")))?;
+    let bytes = read_body(&mut response, what)?;
     Ok((status, json::parse_bytes(&bytes).ok()))
 }
 
@@ -327,13 +322,21 @@ fn read_json(
     if status != 200 {
         return Err(FetchError(format!("{url} answered {status}")));
     }
-    let bytes = response
+    let bytes = read_body(&mut response, url)?;
+    json::parse_bytes(&bytes).map_err(|e| FetchError(format!("{url}: {e}")))
+}
+
+/// The body, at most [`MAX_RESPONSE_BYTES`] of it.
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    what: &str,
+) -> Result<Vec<u8>, FetchError> {
+    response
         .body_mut()
         .with_config()
         .limit(MAX_RESPONSE_BYTES)
         .read_to_vec()
-        .map_err(|e| FetchError(format!("{url}: reading the body: {e}")))?;
-    json::parse_bytes(&bytes).map_err(|e| FetchError(format!("{url}: {e}")))
+        .map_err(|e| FetchError(format!("{what}: reading the body: {e}")))
 }
 
 fn parse_max_age(cache_control: &str) -> Option<Duration> {
