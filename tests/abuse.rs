@@ -435,7 +435,7 @@ const MAX_CONNECTIONS_PER_IP: usize = 64;
 /// buffered at once (`[http] max_buffered_body_mb`, 32 MiB), the memory every JSON body
 /// reserves until answered (`[http] max_json_memory_mb`, 64 MiB: 24 bytes a byte, the
 /// parser's own budget plus the canonical copies for signatures), the binary and its caches
-/// (~12 MiB), and what the allocator keeps (two arenas, 128 KiB trim threshold): ~110 MiB.
+/// (~12 MiB), and what the allocator keeps (two arenas, 4 MiB trim threshold): ~110 MiB.
 /// Measured on the development machine (2 cores, 16 workers): 125 MiB peak, ~100 MiB after.
 /// The bound is 1.5 times that. (Before objects were flat vectors, the parser had a budget
 /// and bodies a shared reservation, the same attacks took 690-900 MiB.)
