@@ -333,6 +333,19 @@ impl Store {
         Ok(u64::try_from(frames.max(0) * (page + 24)).unwrap_or(0))
     }
 
+    /// Writes the pages checkpoints copied into the database file to disk (`fdatasync`):
+    /// the checkpointer does after each pass, so that the writer's restart does not have to
+    /// (`writer::checkpoint_pass` says why).
+    pub fn flush_database_file(&self) -> Result<(), StoreError> {
+        let fail = || format!("cannot sync database file {}", self.path.display());
+        std::fs::File::open(&self.path)
+            .and_then(|f| f.sync_data())
+            .map_err(|e| StoreError {
+                context: format!("{}: {e}", fail()),
+                source: None,
+            })
+    }
+
     /// Checkpoints the whole WAL and waits up to `wait` for readers to leave it, so that the
     /// next write starts the WAL file over from its beginning (`wal_checkpoint(RESTART)`)
     /// instead of growing it. Writers wait meanwhile, so the caller does this only when the
@@ -451,6 +464,17 @@ pub(crate) mod tests {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         assert_eq!(store.schema_version().unwrap(), m.len() as u32);
         store.integrity_check().unwrap();
+    }
+
+    /// The checkpointer syncs the database file after each pass; when it cannot, the
+    /// warning names the file.
+    #[test]
+    fn flushing_the_database_file_names_it_when_it_fails() {
+        let (dir, store) = temp_store();
+        store.flush_database_file().unwrap();
+        std::fs::remove_file(dir.path().join("t.db")).unwrap();
+        let err = store.flush_database_file().unwrap_err();
+        assert!(err.to_string().contains("t.db"), "{err}");
     }
 
     #[test]
