@@ -227,15 +227,16 @@ impl Drop for Writer {
 fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool) {
     let step = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
+    let mut copied = 0;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(step);
         waited += step;
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
-            if let Some(in_use) = checkpoint_pass(&store)
+            if let Some(in_use) = checkpoint_pass(&store, &mut copied)
                 && in_use > WAL_RESTART_BYTES
             {
-                catch_up(&store, in_use);
+                catch_up(&store, in_use, &mut copied);
                 restart_wanted.store(true, Ordering::SeqCst);
             }
         }
@@ -250,24 +251,30 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool)
 /// the end of the WAL, which under sustained writes only the writer's restart does; every
 /// page the passive checkpoints had copied since was written back inside it, while the
 /// writer waited (3–18 ms in the load benchmark, the p99 of every invite in flight then;
-/// 2–6 ms with the sync here).
-fn checkpoint_pass(store: &Store) -> Option<u64> {
-    let in_use = store
+/// 2–6 ms with the sync here). It syncs only after a pass that copied something (`copied`
+/// is the WAL's count of copied frames after the last pass): an idle server would otherwise
+/// sync an unchanged file ten times a second, and that is not free (37 µs each on the
+/// development machine's ext4, which still asks the disk to flush its cache).
+fn checkpoint_pass(store: &Store, copied: &mut u64) -> Option<u64> {
+    let wal = store
         .checkpoint_passive()
         .map_err(|e| log::warn!("{e}"))
         .ok()?;
-    if let Err(e) = store.flush_database_file() {
-        log::warn!("{e}");
+    if wal.copied_frames != *copied {
+        *copied = wal.copied_frames;
+        if let Err(e) = store.flush_database_file() {
+            log::warn!("{e}");
+        }
     }
-    Some(in_use)
+    Some(wal.in_use)
 }
 
 /// Checkpoint passes back to back until one finds less than [`CATCH_UP_BYTES`] written since
 /// the one before (at most [`CATCH_UP_PASSES`]), so that the writer's restart, which holds
 /// back the next batch, has little left to copy.
-fn catch_up(store: &Store, mut in_use: u64) {
+fn catch_up(store: &Store, mut in_use: u64, copied: &mut u64) {
     for _ in 0..CATCH_UP_PASSES {
-        let Some(now) = checkpoint_pass(store) else {
+        let Some(now) = checkpoint_pass(store, copied) else {
             return;
         };
         let written_meanwhile = now.saturating_sub(in_use);

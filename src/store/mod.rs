@@ -119,6 +119,15 @@ impl<T> Context<T> for Result<T, rusqlite::Error> {
     }
 }
 
+/// The WAL after a passive checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalState {
+    /// Bytes of WAL in use (its frames, headers included), since it last started over.
+    pub in_use: u64,
+    /// Frames of it copied into the database file so far (by any checkpoint).
+    pub copied_frames: u64,
+}
+
 /// A connection to the database. One per thread; SQLite serialises writers itself.
 pub struct Store {
     conn: Connection,
@@ -319,18 +328,23 @@ impl Store {
     }
 
     /// Copies committed WAL frames into the database file without blocking writers
-    /// (`PRAGMA wal_checkpoint(PASSIVE)`); returns the bytes of WAL in use (its frames).
-    pub fn checkpoint_passive(&self) -> Result<u64, StoreError> {
-        let frames: i64 = self
+    /// (`PRAGMA wal_checkpoint(PASSIVE)`).
+    pub fn checkpoint_passive(&self) -> Result<WalState, StoreError> {
+        let (frames, copied): (i64, i64) = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
             .context(|| "cannot checkpoint the WAL".to_owned())?;
         let page: i64 = self
             .conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .context(|| "cannot read the page size".to_owned())?;
         // A frame is a page and a 24-byte header.
-        Ok(u64::try_from(frames.max(0) * (page + 24)).unwrap_or(0))
+        Ok(WalState {
+            in_use: u64::try_from(frames.max(0) * (page + 24)).unwrap_or(0),
+            copied_frames: u64::try_from(copied).unwrap_or(0),
+        })
     }
 
     /// Writes the pages checkpoints copied into the database file to disk (`fdatasync`):
