@@ -43,6 +43,7 @@ mod cost {
 /// anything else after the value is an error.
 pub fn parse(text: &str) -> Result<Value, JsonError> {
     let mut p = Parser {
+        text,
         bytes: text.as_bytes(),
         pos: 0,
         values: 0,
@@ -97,6 +98,8 @@ fn sort_members(
 }
 
 struct Parser<'a> {
+    /// The input; `bytes` is the same, for byte-wise scanning.
+    text: &'a str,
     bytes: &'a [u8],
     pos: usize,
     /// Values parsed so far (see [`MAX_VALUES`]).
@@ -314,8 +317,10 @@ impl<'a> Parser<'a> {
             }
         }
         // The slice is ASCII digits and signs only, so this cannot fail; map anyway.
-        let text = std::str::from_utf8(&self.bytes[start..self.pos])
-            .map_err(|_| self.syntax("invalid number"))?;
+        let text = self
+            .text
+            .get(start..self.pos)
+            .ok_or_else(|| self.syntax("invalid number"))?;
         if is_float {
             let f: f64 = text.parse().map_err(|_| self.syntax("invalid number"))?;
             if !f.is_finite() {
@@ -346,9 +351,12 @@ impl<'a> Parser<'a> {
                 }
                 self.pos += 1;
             }
-            // The input is a &str and we only stop at ASCII bytes, so this is a char boundary.
-            let run = std::str::from_utf8(&self.bytes[run_start..self.pos])
-                .map_err(|_| self.syntax("invalid UTF-8 in string"))?;
+            // The input is a &str and we only stop at ASCII bytes, so this is a char boundary
+            // (`get` checks that in constant time; the text is valid UTF-8 already).
+            let run = self
+                .text
+                .get(run_start..self.pos)
+                .ok_or_else(|| self.syntax("invalid UTF-8 in string"))?;
             out.push_str(run);
             match self.peek() {
                 None => return Err(self.syntax("unterminated string")),
