@@ -3,7 +3,7 @@
 //! <https://spec.matrix.org/v1.16/server-server-api/#put_matrixfederationv2inviteroomideventid>
 //! and MSC4311 (room version 12 makes failures fatal).
 
-use invited_matrix::json::Value;
+use invited_matrix::json::{Value, canonical_object_except};
 use invited_matrix::pdu::{check_pdu_format, is_full_pdu};
 use invited_matrix::{
     ErrCode, RoomId, RoomVersion, ServerName, UserId, check_strict, room_id_from_create_event,
@@ -232,7 +232,7 @@ fn stripped_row(i: usize, entry: &Value) -> Result<RoomStateRow, String> {
         event_type: event_type.to_owned(),
         state_key: state_key.to_owned(),
         sender: sender.to_owned(),
-        content: Value::Object(content.clone()).to_canonical_string(),
+        content: canonical_object_except(content, &[]),
         pdu: is_full_pdu(obj).then(|| entry.to_canonical_string()),
     })
 }
@@ -256,32 +256,35 @@ fn pdu_problems(
     version: &RoomVersion,
     room_id: &RoomId,
 ) -> Result<Vec<String>, String> {
-    let what = what(i, row);
+    // Named only when there is a problem to name: most entries have none.
+    let what = || what(i, row);
     let (Some(obj), Some(_)) = (entry.as_object(), &row.pdu) else {
-        return Err(format!("{what} is not a full PDU"));
+        return Err(format!("{} is not a full PDU", what()));
     };
     if version.strict_canonical_json
         && let Err(e) = check_strict(entry)
     {
-        return Err(format!("{what} is {e}"));
+        return Err(format!("{} is {e}", what()));
     }
-    check_pdu_format(obj, version).map_err(|e| format!("{what} is malformed: {e}"))?;
+    check_pdu_format(obj, version).map_err(|e| format!("{} is malformed: {e}", what()))?;
     let mut problems = Vec::new();
     if is_create(row) && version.room_id_is_create_event_hash {
         let derived = room_id_from_create_event(obj, version);
         if &derived != room_id {
             problems.push(format!(
-                "{what} is the create event of {derived}, not of {room_id}"
+                "{} is the create event of {derived}, not of {room_id}",
+                what()
             ));
         }
     } else if obj.get("room_id").and_then(Value::as_str) != Some(room_id.as_str()) {
-        problems.push(format!("{what} is not in room {room_id}"));
+        problems.push(format!("{} is not in room {room_id}", what()));
     }
     if is_create(row) {
         let declared = RoomVersion::declared_by_create(&entry["content"]);
         if declared != version.id {
             problems.push(format!(
-                "{what} declares room version {declared}, the invite says {}",
+                "{} declares room version {declared}, the invite says {}",
+                what(),
                 version.id
             ));
         }
