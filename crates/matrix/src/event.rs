@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::base64;
 use crate::ids::{EventId, KeyId, RoomId, ServerName, UserId};
 use crate::json::{Object, Value, canonical_object_except};
-use crate::redaction::redact;
+use crate::redaction::redacted_canonical_except;
 use crate::room_version::{EventIdFormat, RoomVersion};
 use crate::signing::{
     SignatureError, SigningKey, UNSIGNED_KEYS, add_signature, signature_key_ids, verify_with_bytes,
@@ -31,8 +31,7 @@ pub fn content_hash(event: &Object) -> [u8; 32] {
 /// The bytes signatures over this event cover: the redacted event without `signatures` and
 /// `unsigned`. The reference hash is the SHA-256 of the same bytes.
 pub fn event_signing_bytes(event: &Object, version: &RoomVersion) -> Vec<u8> {
-    let redacted = redact(event, &version.redaction);
-    canonical_object_except(&redacted, UNSIGNED_KEYS).into_bytes()
+    redacted_canonical_except(event, &version.redaction, UNSIGNED_KEYS).into_bytes()
 }
 
 /// The bytes an event's signatures cover (see [`event_signing_bytes`]), computed once.

@@ -5,7 +5,7 @@
 //! The differences between versions are flags in [`RedactionRules`]; this file only applies
 //! them.
 
-use crate::json::{Object, Value};
+use crate::json::{Object, Value, write_canonical, write_canonical_object, write_canonical_str};
 use crate::room_version::RedactionRules;
 
 /// Top-level keys every rule set keeps.
@@ -32,10 +32,7 @@ const KEPT_TOP_LEVEL_BEFORE_V11: &[&str] = &["origin", "membership", "prev_state
 pub fn redact(event: &Object, rules: &RedactionRules) -> Object {
     let mut out = Object::new();
     for (key, value) in event {
-        let kept = KEPT_TOP_LEVEL.contains(&key.as_str())
-            || (rules.keep_origin_membership_prev_state
-                && KEPT_TOP_LEVEL_BEFORE_V11.contains(&key.as_str()));
-        if kept && key != "content" {
+        if keeps_top_level(key, rules) && key != "content" {
             out.insert(key.clone(), value.clone());
         }
     }
@@ -48,11 +45,122 @@ pub fn redact(event: &Object, rules: &RedactionRules) -> Object {
     out
 }
 
+/// The canonical JSON text of `redact(event, rules)` without the top-level keys in `skip`,
+/// written straight from the event, with no redacted copy: signing bytes and reference
+/// hashes are this, for every event the server checks or signs, and the copy was most of
+/// their cost. `tests` holds it to [`redact`] followed by `canonical_object_except`.
+pub fn redacted_canonical_except(event: &Object, rules: &RedactionRules, skip: &[&str]) -> String {
+    // Events are about a kilobyte: start there rather than grow through reallocs.
+    let mut out = String::with_capacity(1024);
+    out.push('{');
+    let mut first = true;
+    // `redact` always has `content` (`{}` when the event has none or not an object); it
+    // goes where its key sorts.
+    let mut content_written = skip.contains(&"content");
+    for (key, value) in event {
+        let key = key.as_str();
+        if !content_written && key >= "content" {
+            member(&mut out, &mut first, "content");
+            match event.get("content") {
+                Some(Value::Object(c)) => write_redacted_content(&mut out, event, c, rules),
+                _ => out.push_str("{}"),
+            }
+            content_written = true;
+        }
+        if key != "content" && keeps_top_level(key, rules) && !skip.contains(&key) {
+            member(&mut out, &mut first, key);
+            write_canonical(&mut out, value);
+        }
+    }
+    if !content_written {
+        member(&mut out, &mut first, "content");
+        out.push_str("{}");
+    }
+    out.push('}');
+    out
+}
+
+/// Starts an object member: a comma unless it is the first, the key, a colon.
+fn member(out: &mut String, first: &mut bool, key: &str) {
+    if !*first {
+        out.push(',');
+    }
+    *first = false;
+    write_canonical_str(out, key);
+    out.push(':');
+}
+
+/// The canonical text of [`redact_content`]'s result, written from the original content.
+fn write_redacted_content(
+    out: &mut String,
+    event: &Object,
+    content: &Object,
+    rules: &RedactionRules,
+) {
+    let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");
+    if event_type == "m.room.create" && rules.keep_all_create_content {
+        write_canonical_object(out, content);
+        return;
+    }
+    let keep = kept_content_keys(event_type, rules);
+    let reduce_third_party_invite =
+        event_type == "m.room.member" && rules.keep_third_party_invite_signed;
+    out.push('{');
+    let mut first = true;
+    for (key, value) in content {
+        if keep.contains(&key.as_str()) {
+            member(out, &mut first, key);
+            write_canonical(out, value);
+        } else if reduce_third_party_invite
+            && key == "third_party_invite"
+            && let Value::Object(tpi) = value
+        {
+            member(out, &mut first, key);
+            out.push('{');
+            if let Some(signed) = tpi.get("signed") {
+                out.push_str("\"signed\":");
+                write_canonical(out, signed);
+            }
+            out.push('}');
+        }
+    }
+    out.push('}');
+}
+
+/// Whether redaction keeps this top-level key.
+fn keeps_top_level(key: &str, rules: &RedactionRules) -> bool {
+    KEPT_TOP_LEVEL.contains(&key)
+        || (rules.keep_origin_membership_prev_state && KEPT_TOP_LEVEL_BEFORE_V11.contains(&key))
+}
+
 fn redact_content(event_type: &str, content: &Object, rules: &RedactionRules) -> Object {
     if event_type == "m.room.create" && rules.keep_all_create_content {
         return content.clone();
     }
-    let mut keep: Vec<&str> = Vec::new();
+    let keep = kept_content_keys(event_type, rules);
+    let mut out: Object = keep
+        .iter()
+        .filter_map(|k| content.get(k).map(|v| ((*k).to_owned(), v.clone())))
+        .collect();
+    // v11+: keep only `signed` of a third-party invite. The spec is silent about an object
+    // without `signed`; like Synapse, keep `{}` for an object and drop anything else.
+    if event_type == "m.room.member"
+        && rules.keep_third_party_invite_signed
+        && let Some(Value::Object(tpi)) = content.get("third_party_invite")
+    {
+        let mut reduced = Object::new();
+        if let Some(signed) = tpi.get("signed") {
+            reduced.insert("signed".to_owned(), signed.clone());
+        }
+        out.insert("third_party_invite".to_owned(), Value::Object(reduced));
+    }
+    out
+}
+
+/// The content keys redaction keeps for an event of this type (besides the special cases:
+/// all of a v11+ create event's, the `signed` part of a v11+ member's third-party invite).
+fn kept_content_keys(event_type: &str, rules: &RedactionRules) -> Vec<&'static str> {
+    let mut keep: Vec<&'static str> = Vec::new();
     match event_type {
         "m.room.member" => {
             keep.push("membership");
@@ -87,23 +195,7 @@ fn redact_content(event_type: &str, content: &Object, rules: &RedactionRules) ->
         "m.room.redaction" if rules.keep_redaction_redacts => keep.push("redacts"),
         _ => {}
     }
-    let mut out: Object = keep
-        .iter()
-        .filter_map(|k| content.get(k).map(|v| ((*k).to_owned(), v.clone())))
-        .collect();
-    // v11+: keep only `signed` of a third-party invite. The spec is silent about an object
-    // without `signed`; like Synapse, keep `{}` for an object and drop anything else.
-    if event_type == "m.room.member"
-        && rules.keep_third_party_invite_signed
-        && let Some(Value::Object(tpi)) = content.get("third_party_invite")
-    {
-        let mut reduced = Object::new();
-        if let Some(signed) = tpi.get("signed") {
-            reduced.insert("signed".to_owned(), signed.clone());
-        }
-        out.insert("third_party_invite".to_owned(), Value::Object(reduced));
-    }
-    out
+    keep
 }
 
 #[cfg(test)]

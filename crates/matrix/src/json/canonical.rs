@@ -36,6 +36,20 @@ pub fn write_canonical(out: &mut String, v: &Value) {
     write_value(out, v);
 }
 
+/// Appends the canonical JSON of an object.
+pub fn write_canonical_object(out: &mut String, map: &Object) {
+    out.push('{');
+    for (i, (k, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(out, k);
+        out.push(':');
+        write_value(out, item);
+    }
+    out.push('}');
+}
+
 /// Appends a string as a canonical JSON string literal.
 pub fn write_canonical_str(out: &mut String, s: &str) {
     write_string(out, s);
@@ -59,18 +73,7 @@ fn write_value(out: &mut String, v: &Value) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (k, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_value(out, item);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_canonical_object(out, map),
     }
 }
 

@@ -22,7 +22,8 @@ mod object;
 mod parse;
 
 pub use canonical::{
-    canonical_object_except, python_float_repr, write_canonical, write_canonical_str,
+    canonical_object_except, python_float_repr, write_canonical, write_canonical_object,
+    write_canonical_str,
 };
 pub use parse::{ALLOC_FLOOR, ALLOC_PER_INPUT_BYTE, MAX_DEPTH, MAX_VALUES, parse, parse_bytes};
 
