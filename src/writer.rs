@@ -233,6 +233,11 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool)
         waited += step;
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
+            // While the writer has a restart to do, stay out of its way: a pass holds the
+            // lock the restart must wait for, up to [`WAL_RESTART_WAIT`].
+            if restart_wanted.load(Ordering::SeqCst) {
+                continue;
+            }
             if let Some(in_use) = checkpoint_pass(&store, &mut copied)
                 && in_use > WAL_RESTART_BYTES
             {
