@@ -89,6 +89,9 @@ const CATCH_UP_BYTES: u64 = 64 * 4120;
 /// …or it has made this many passes (writes outpacing its copies).
 const CATCH_UP_PASSES: usize = 10;
 
+/// Passes the checkpointer skips at most while a restart it asked for is not done (1 s).
+const MAX_HELD_BACK: u32 = 10;
+
 /// How long a restarting checkpoint may wait for readers (the writer waits meanwhile).
 const WAL_RESTART_WAIT: Duration = Duration::from_millis(100);
 
@@ -228,16 +231,20 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool)
     let step = Duration::from_millis(50);
     let mut waited = Duration::ZERO;
     let mut copied = 0;
+    let mut held_back = 0;
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(step);
         waited += step;
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
             // While the writer has a restart to do, stay out of its way: a pass holds the
-            // lock the restart must wait for, up to [`WAL_RESTART_WAIT`].
-            if restart_wanted.load(Ordering::SeqCst) {
+            // lock the restart must wait for, up to [`WAL_RESTART_WAIT`]. Only for a while:
+            // a writer that went idle restarts nothing until its next batch.
+            if restart_wanted.load(Ordering::SeqCst) && held_back < MAX_HELD_BACK {
+                held_back += 1;
                 continue;
             }
+            held_back = 0;
             if let Some(in_use) = checkpoint_pass(&store, &mut copied)
                 && in_use > WAL_RESTART_BYTES
             {
@@ -361,6 +368,44 @@ fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A restart the writer never gets to (it went idle right after the checkpointer asked)
+    /// holds the checkpointer back for a while only: what the writer committed is still
+    /// copied into the database file.
+    #[test]
+    fn an_unserved_restart_holds_the_checkpointer_back_only_for_a_while() {
+        let (dir, mut store) = crate::store::tests::temp_store();
+        store.disable_auto_checkpoint().unwrap();
+        let db = dir.path().join("t.db");
+        let size = || std::fs::metadata(&db).unwrap().len();
+        let before = size();
+        let invites: Vec<_> = (0..200)
+            .map(|i| {
+                let mut invite = crate::store::tests::sample_invite(&format!("$e{i}"));
+                invite.signed_event = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+                invite
+            })
+            .collect();
+        assert!(store.insert_invites(&invites).iter().all(Result::is_ok));
+        assert_eq!(size(), before, "committed to the WAL only, so far");
+
+        let stop = AtomicBool::new(false);
+        let restart_wanted = AtomicBool::new(true); // asked for; no writer will do it
+        let checkpointer = Store::connect(&db).unwrap();
+        let grew = std::thread::scope(|s| {
+            s.spawn(|| checkpoint_loop(checkpointer, &stop, &restart_wanted));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while size() == before && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stop.store(true, Ordering::SeqCst);
+            size() > before
+        });
+        assert!(
+            grew,
+            "the checkpointer never copied the WAL into the database file"
+        );
+    }
 
     #[test]
     fn refusal_logging_is_rate_limited_per_origin_and_counts_the_rest() {

@@ -466,12 +466,12 @@ fn room_state_column(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::tests::temp_store;
 
     /// A minimal pending v2 invite with this event ID (tests change what they need).
-    fn sample(event_id: &str) -> NewInvite {
+    pub(crate) fn sample(event_id: &str) -> NewInvite {
         NewInvite {
             event_id: event_id.into(),
             room_id: "!r:a".into(),

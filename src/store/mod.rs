@@ -458,6 +458,7 @@ impl StorePool {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    pub(crate) use super::invites::tests::sample as sample_invite;
     use super::*;
 
     pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
