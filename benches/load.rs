@@ -406,6 +406,21 @@ fn bytes_per_invite(db: &Path) -> (f64, i64) {
     (size as f64 / invites.max(1) as f64, invites)
 }
 
+/// One unlabelled sample from the server's `/metrics` (0 when absent).
+fn scrape(addr: SocketAddr, name: &str) -> f64 {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
@@ -430,15 +445,22 @@ fn main() {
     std::fs::write(dir.path().join("key.pem"), key).unwrap();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let workers: Option<usize> = std::env::var("WORKERS").ok().and_then(|v| v.parse().ok());
+    // The metrics listener, for the WAL restarts the writer made (a free port, found here).
+    let metrics_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
     let config = write_config(
         dir.path(),
         US,
-        "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\"]\n\
+        &format!(
+            "[metrics]\nlisten = \"{metrics_addr}\"\n{}",
+            "[federation]\nca_file = \"ca.pem\"\nip_range_allowlist = [\"127.0.0.0/8\"]\n\
          [rate_limits]\nper_origin_per_second = 1000000.0\nper_origin_burst = 1000000\n\
          per_invitee_per_second = 1000000.0\nper_invitee_burst = 1000000\n\
          total_per_second = 1000000.0\ntotal_burst = 1000000\n\
          [http]\nmax_connections_per_ip = 1024\n\
-         [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n",
+         [tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n"
+        ),
     );
     // Without WORKERS, the server's own default.
     let text = std::fs::read_to_string(&config).unwrap().replace(
@@ -623,6 +645,13 @@ fn main() {
         best_cpu.as_secs_f64() / floor.as_secs_f64(),
         best,
         best / (floor_rate * cores as f64) * 100.0
+    );
+    // How long the writer held batches back to make the WAL start over.
+    let restarts = scrape(metrics_addr, "invited_wal_restart_duration_seconds_count");
+    let restart_secs = scrape(metrics_addr, "invited_wal_restart_duration_seconds_sum");
+    println!(
+        "WAL restarts: {restarts:.0}, the writer paused {:.1} ms each on average",
+        restart_secs / restarts.max(1.0) * 1000.0
     );
     // The load generator shares the cores: what it spends per invite caps the rate too.
     if let Some((server, generator)) = both_at_32 {

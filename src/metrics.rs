@@ -28,6 +28,7 @@ pub struct Metrics {
     edge_refusals: Family<Labels, Counter>,
     commit_batch: Histogram,
     commit_seconds: Histogram,
+    wal_restart_seconds: Histogram,
     deliveries: Family<Labels, Counter>,
     outbox_pending: Gauge,
     writer_queue: Gauge,
@@ -123,6 +124,12 @@ impl Metrics {
             "Time one group commit took, fsync included",
             commit_seconds.clone(),
         );
+        let wal_restart_seconds = latency_histogram();
+        registry.register(
+            "invited_wal_restart_duration_seconds",
+            "Time the writer paused between batches to make the WAL start over (past 16 MiB in use)",
+            wal_restart_seconds.clone(),
+        );
         let outbox_pending = Gauge::default();
         registry.register(
             "invited_outbox_pending",
@@ -165,6 +172,7 @@ impl Metrics {
             edge_refusals,
             commit_batch,
             commit_seconds,
+            wal_restart_seconds,
             deliveries,
             outbox_pending,
             writer_queue,
@@ -254,6 +262,11 @@ impl Metrics {
     pub fn commit(&self, invites: usize, seconds: f64) {
         self.commit_batch.observe(invites as f64);
         self.commit_seconds.observe(seconds);
+    }
+
+    /// The writer made the WAL start over, holding the next batch back `seconds`.
+    pub fn wal_restart(&self, seconds: f64) {
+        self.wal_restart_seconds.observe(seconds);
     }
 
     /// A fetch of another server's keys, taking `seconds`.

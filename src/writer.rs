@@ -353,7 +353,10 @@ fn run(
         // Between batches, every answer sent: the WAL starts over (the checkpointer copied
         // nearly all of it already), holding back only the next batch, briefly.
         if restart_wanted.swap(false, Ordering::SeqCst) {
-            match store.checkpoint_restart(WAL_RESTART_WAIT) {
+            let started = Instant::now();
+            let restarted = store.checkpoint_restart(WAL_RESTART_WAIT);
+            metrics.wal_restart(started.elapsed().as_secs_f64());
+            match restarted {
                 Ok(true) => log::debug!("writer: the WAL starts over"),
                 Ok(false) => log::debug!("writer: WAL restart put off, readers busy"),
                 Err(e) => log::warn!("writer: {e}"),
