@@ -60,9 +60,12 @@ pub fn redacted_canonical_except(event: &Object, rules: &RedactionRules, skip: &
     for (key, value) in event {
         let key = key.as_str();
         if !content_written && key >= "content" {
+            // Here is `content`, or where it would sort: the event has none.
             member(&mut out, &mut first, "content");
-            match event.get("content") {
-                Some(Value::Object(c)) => write_redacted_content(&mut out, event, c, rules),
+            match value {
+                Value::Object(c) if key == "content" => {
+                    write_redacted_content(&mut out, event, c, rules)
+                }
                 _ => out.push_str("{}"),
             }
             content_written = true;
