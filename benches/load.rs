@@ -408,14 +408,13 @@ fn bytes_per_invite(db: &Path) -> (f64, i64) {
 
 /// One unlabelled sample from the server's `/metrics` (0 when absent).
 fn scrape(addr: SocketAddr, name: &str) -> f64 {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    write!(
-        conn,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    conn.read_to_string(&mut text).unwrap();
+    let text = common::agent(None)
+        .get(&format!("http://{addr}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or(0.0)

@@ -399,9 +399,9 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Redacted canonical text, written without a redacted copy
 
-/// Keys a redaction rule names, at the top level or in content, plus neighbours in sort
-/// order around `content` (the one key the redacted form always has).
-const REDACTION_KEYS: &[&str] = &[
+/// Top-level keys a redaction rule names, plus neighbours in sort order around `content`
+/// (the one key the redacted form always has). Events also get [`CONTENT_KEYS`] at the top.
+const TOP_LEVEL_KEYS: &[&str] = &[
     "event_id",
     "type",
     "room_id",
@@ -418,30 +418,11 @@ const REDACTION_KEYS: &[&str] = &[
     "membership",
     "prev_state",
     "unsigned",
-    "redacts",
     "a",
     "conten",
     "content2",
     "contenT",
     "zzz",
-    "join_authorised_via_users_server",
-    "creator",
-    "join_rule",
-    "allow",
-    "ban",
-    "events",
-    "events_default",
-    "kick",
-    "redact",
-    "state_default",
-    "users",
-    "users_default",
-    "invite",
-    "aliases",
-    "history_visibility",
-    "third_party_invite",
-    "signed",
-    "room_version",
 ];
 
 const REDACTION_TYPES: &[&str] = &[
@@ -481,21 +462,23 @@ const CONTENT_KEYS: &[&str] = &[
 ];
 
 fn redaction_object(depth: u32) -> BoxedStrategy<Object> {
-    keyed_object(REDACTION_KEYS, depth)
+    keyed_object(&[TOP_LEVEL_KEYS, CONTENT_KEYS], depth)
 }
 
 fn content_object() -> BoxedStrategy<Object> {
-    keyed_object(CONTENT_KEYS, 1)
+    keyed_object(&[CONTENT_KEYS], 1)
 }
 
-fn keyed_object(keys: &'static [&'static str], depth: u32) -> BoxedStrategy<Object> {
-    let key = (0..keys.len()).prop_map(move |i| keys[i].to_owned());
+fn keyed_object(lists: &'static [&'static [&'static str]], depth: u32) -> BoxedStrategy<Object> {
+    let keys: Vec<&'static str> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+    let count = keys.len();
+    let key = (0..count).prop_map(move |i| keys[i].to_owned());
     let value = if depth == 0 {
         value_strategy(false).boxed()
     } else {
         prop_oneof![
             3 => value_strategy(false),
-            2 => keyed_object(keys, depth - 1).prop_map(Value::Object),
+            2 => keyed_object(lists, depth - 1).prop_map(Value::Object),
         ]
         .boxed()
     };
@@ -515,12 +498,13 @@ proptest! {
     fn redacted_canonical_text_is_canonical_text_of_the_redacted_copy(
         mut event in redaction_object(2),
         with_type in prop::bool::weighted(0.9),
-        content in prop::option::weighted(0.9, content_object()),
+        content in prop::option::weighted(0.7, content_object()),
         skip_mask in 0u8..16,
         third_party_invite in 0usize..6,
         any_value in value_strategy(false),
     ) {
-        // Mostly a content object (the generic keys above rarely make one).
+        // Mostly a content object (the generic keys above rarely make one); without one, the
+        // keys after where `content` would sort must not be taken for it.
         if let Some(content) = content {
             event.insert("content".into(), Value::Object(content));
         }
@@ -540,11 +524,6 @@ proptest! {
             let value = if third_party_invite == 5 { Value::string("x") } else { Value::Object(tpi) };
             if let Some(Value::Object(content)) = event.get_mut("content") {
                 content.insert("third_party_invite".into(), value);
-            } else {
-                let mut content = Object::new();
-                content.insert("membership".into(), Value::string("invite"));
-                content.insert("third_party_invite".into(), value);
-                event.insert("content".into(), Value::Object(content));
             }
         }
         let skip: Vec<&str> = ["signatures", "unsigned", "hashes", "content"]
