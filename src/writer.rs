@@ -238,8 +238,9 @@ fn checkpoint_loop(store: Store, stop: &AtomicBool, restart_wanted: &AtomicBool)
         if waited >= CHECKPOINT_EVERY {
             waited = Duration::ZERO;
             // While the writer has a restart to do, stay out of its way: a pass holds the
-            // lock the restart must wait for, up to [`WAL_RESTART_WAIT`]. Only for a while:
-            // a writer that went idle restarts nothing until its next batch.
+            // checkpoint lock, and a restart that meets it gives up at once (SQLite does not
+            // wait for that lock), to be asked for again after the next pass. Only for a
+            // while: a writer that went idle restarts nothing until its next batch.
             if restart_wanted.load(Ordering::SeqCst) && held_back < MAX_HELD_BACK {
                 held_back += 1;
                 continue;

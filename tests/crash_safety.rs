@@ -16,7 +16,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::invites::{Harness, Invite, STORED_ANSWER_SQL, US, invite_in_room, valid_invite};
+use common::invites::{
+    Harness, Invite, STORED_ANSWER_SQL, US, invite_in_room, put_signed, stored_answer, valid_invite,
+};
 use common::origin::TestOrigin;
 use common::wire::*;
 use common::*;
@@ -401,4 +403,46 @@ fn answered_invites_survive_sigkill_under_load() {
         all.len(),
         test_started.elapsed()
     );
+}
+
+/// Another process opening and closing the live database (the hosting homeserver reading
+/// invites, an operator's `sqlite3`) must leave the server's WAL alone. It would not if the
+/// server held no lock on the database file: that process would take itself for the last
+/// user, checkpoint, and delete the WAL the server goes on committing to, and the invites
+/// answered after that would be gone at the next restart. The other process here is the
+/// system's SQLite, through Python's `sqlite3` (the oracle interpreter), opening the file for
+/// writing as the homeserver does.
+#[test]
+fn another_process_closing_the_database_keeps_later_invites() {
+    let mut h = Harness::start(NO_RATE_LIMITS);
+    let db = h.invited.dir.join("data/invited.db");
+    let send = |h: &Harness, who: &str| {
+        let inv = valid_invite(&h.origin, "12", &format!("@{who}:{US}"));
+        let answer = put_signed(&h.invited, &h.origin, &inv);
+        assert_eq!(answer.status, 200, "{who}: {}", answer.text);
+        inv.event_id
+    };
+    let first = send(&h, "first");
+    // Long enough for the checkpointer to copy the commit and sync the database file.
+    std::thread::sleep(Duration::from_millis(400));
+    let seen = python(
+        "import sqlite3, sys\n\
+         c = sqlite3.connect(sys.stdin.read())\n\
+         print(c.execute('SELECT count(*) FROM invites').fetchone()[0])\n\
+         c.close()\n",
+        db.to_str().unwrap(),
+    );
+    assert_eq!(seen.trim(), "1", "the other process sees the first invite");
+    assert!(
+        db.with_extension("db-wal").exists(),
+        "the other process deleted the WAL the server writes to"
+    );
+    let second = send(&h, "second");
+    h.restart(); // SIGKILL
+    for (which, event_id) in [("first", &first), ("second", &second)] {
+        assert!(
+            stored_answer(&h.invited, event_id).is_some(),
+            "the {which} invite, answered 200, is gone after a restart"
+        );
+    }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 mod backup;
+mod db_file;
 mod invites;
 mod keys;
 mod lifecycle;
@@ -134,6 +135,9 @@ pub struct Store {
     path: PathBuf,
     /// PDUs this connection stored or found lately (`invites::RecentPdus`).
     recent_pdus: invites::RecentPdus,
+    /// The process's own descriptor of the database file, for syncing it (`db_file` says
+    /// why it is shared). Declared after `conn`: dropped after the connection closes.
+    file: db_file::DatabaseFile,
 }
 
 impl fmt::Debug for Store {
@@ -199,6 +203,12 @@ impl Store {
 
     fn connect_unchecked(path: &Path, extra: OpenFlags) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
+        // Held before the connection opens, so that no close of ours can come after it.
+        let file = db_file::DatabaseFile::hold(path, extra.contains(OpenFlags::SQLITE_OPEN_CREATE))
+            .map_err(|e| StoreError {
+                context: format!("cannot open database {shown}: {e}"),
+                source: None,
+            })?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | extra,
@@ -208,6 +218,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             recent_pdus: invites::RecentPdus::default(),
+            file,
         };
         store.configure()?;
         Ok(store)
@@ -349,15 +360,13 @@ impl Store {
 
     /// Writes the pages checkpoints copied into the database file to disk (`fdatasync`):
     /// the checkpointer does after each pass, so that the writer's restart does not have to
-    /// (`writer::checkpoint_pass` says why).
+    /// (`writer::checkpoint_pass` says why). Through the process's one descriptor of the
+    /// file, never one opened for the purpose (`db_file` says why).
     pub fn flush_database_file(&self) -> Result<(), StoreError> {
-        let fail = || format!("cannot sync database file {}", self.path.display());
-        std::fs::File::open(&self.path)
-            .and_then(|f| f.sync_data())
-            .map_err(|e| StoreError {
-                context: format!("{}: {e}", fail()),
-                source: None,
-            })
+        self.file.sync_data().map_err(|e| StoreError {
+            context: format!("cannot sync database file {}: {e}", self.path.display()),
+            source: None,
+        })
     }
 
     /// Checkpoints the whole WAL and waits up to `wait` for readers to leave it, so that the
@@ -481,15 +490,59 @@ pub(crate) mod tests {
         store.integrity_check().unwrap();
     }
 
-    /// The checkpointer syncs the database file after each pass; when it cannot, the
-    /// warning names the file.
+    /// The POSIX locks this process holds on `path`'s file, from `/proc/locks`.
+    fn our_locks_on(path: &Path) -> usize {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(path).unwrap().ino();
+        let pid = std::process::id().to_string();
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .filter(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // "1: POSIX  ADVISORY  READ 1234 fd:01:5678 128 128"
+                f.get(1) == Some(&"POSIX")
+                    && f.get(4) == Some(&pid.as_str())
+                    && f.get(5).and_then(|d| d.rsplit(':').next()) == Some(&inode.to_string())
+            })
+            .count()
+    }
+
+    /// The checkpointer syncs the database file after each pass. Closing any descriptor of a
+    /// file drops every POSIX lock the process holds on it, SQLite's included; without its
+    /// shared lock another process closing its own connection takes the database for unused,
+    /// checkpoints it and deletes the WAL this process still writes to
+    /// (<https://www.sqlite.org/howtocorrupt.html#_posix_advisory_locks_canceled_by_a_separate_thread_doing_close_>).
     #[test]
-    fn flushing_the_database_file_names_it_when_it_fails() {
-        let (dir, store) = temp_store();
+    fn syncing_the_database_file_keeps_sqlites_locks() {
+        let (dir, mut store) = temp_store();
+        let db = dir.path().join("t.db");
+        store.disable_auto_checkpoint().unwrap();
+        assert!(
+            store
+                .insert_invites(&[sample_invite("$a")])
+                .iter()
+                .all(Result::is_ok)
+        );
+        let held = our_locks_on(&db);
+        assert!(
+            held > 0,
+            "SQLite holds a lock on the database file in WAL mode"
+        );
+        store.checkpoint_passive().unwrap();
         store.flush_database_file().unwrap();
-        std::fs::remove_file(dir.path().join("t.db")).unwrap();
-        let err = store.flush_database_file().unwrap_err();
-        assert!(err.to_string().contains("t.db"), "{err}");
+        // The same file by another spelling of its path.
+        let other = Store::connect(&dir.path().join(".").join("t.db")).unwrap();
+        other.flush_database_file().unwrap();
+        other.close().unwrap();
+        assert_eq!(
+            our_locks_on(&db),
+            held,
+            "a sync or a close dropped SQLite's locks"
+        );
+        drop(store);
+        // Gone with the last connection: nothing holds the file open any more.
+        assert_eq!(our_locks_on(&db), 0);
     }
 
     #[test]
