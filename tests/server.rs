@@ -46,7 +46,7 @@ fn check_key_response(body: &Value, server_name: &str) -> (String, String) {
         .unwrap()
         .as_millis() as i64;
     assert!(valid_until > now + 3_600_000, "valid at least an hour");
-    (key_id.clone(), public)
+    (key_id.to_string(), public)
 }
 
 /// Independent check: Python's signedjson verifies the key response's self-signature.

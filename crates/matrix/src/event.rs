@@ -293,7 +293,7 @@ pub fn check_content_hash(event: &Object) -> Result<(), EventCheckError> {
 pub fn add_content_hash(event: &mut Object) {
     let hash = base64::encode(&content_hash(event));
     let mut hashes = Object::new();
-    hashes.insert("sha256".to_owned(), Value::String(hash));
+    hashes.insert("sha256".to_owned(), Value::String(hash.into()));
     event.insert("hashes".to_owned(), Value::Object(hashes));
 }
 

@@ -204,7 +204,7 @@ fn parse_body(body: Value, api: Api) -> Result<Body, InviteError> {
     let (room_version, event, room_state) = match api {
         Api::V2 => {
             let rv = match obj.remove("room_version") {
-                Some(Value::String(s)) => s,
+                Some(Value::String(s)) => s.into_string(),
                 Some(_) => return Err(bad_json("'room_version' is not a string")),
                 None => return Err(bad_json("Missing 'room_version'")),
             };

@@ -33,7 +33,7 @@ pub fn redact(event: &Object, rules: &RedactionRules) -> Object {
     let mut out = Object::new();
     for (key, value) in event {
         if keeps_top_level(key, rules) && key != "content" {
-            out.insert(key.clone(), value.clone());
+            out.insert_str(key.clone(), value.clone());
         }
     }
     let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");

@@ -238,7 +238,7 @@ pub(crate) fn add_signature(
     let Value::Object(mine) = mine else {
         return Err(SignatureError::MalformedSignatures);
     };
-    mine.insert(key_id.as_str().to_owned(), Value::String(signature));
+    mine.insert(key_id.as_str().to_owned(), Value::String(signature.into()));
     Ok(())
 }
 

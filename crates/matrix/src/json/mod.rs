@@ -20,6 +20,7 @@
 mod canonical;
 mod object;
 mod parse;
+mod text;
 
 pub use canonical::{
     canonical_object_except, python_float_repr, write_canonical, write_canonical_object,
@@ -30,6 +31,7 @@ pub use parse::{ALLOC_FLOOR, ALLOC_PER_INPUT_BYTE, MAX_DEPTH, MAX_VALUES, parse,
 use std::fmt;
 
 pub use object::{Iter as ObjectIter, Object};
+pub use text::Str;
 
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +39,7 @@ pub enum Value {
     Null,
     Bool(bool),
     Number(Number),
-    String(String),
+    String(Str),
     Array(Vec<Value>),
     Object(Object),
 }
@@ -148,7 +150,7 @@ impl Value {
 
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            Value::String(s) => Some(s),
+            Value::String(s) => Some(s.as_str()),
             _ => None,
         }
     }
@@ -174,7 +176,7 @@ impl Value {
     }
 
     /// A string value.
-    pub fn string(s: impl Into<String>) -> Value {
+    pub fn string(s: impl Into<Str>) -> Value {
         Value::String(s.into())
     }
 
@@ -225,12 +227,18 @@ impl fmt::Display for Value {
 
 impl From<&str> for Value {
     fn from(s: &str) -> Value {
-        Value::String(s.to_owned())
+        Value::String(s.into())
     }
 }
 
 impl From<String> for Value {
     fn from(s: String) -> Value {
+        Value::String(s.into())
+    }
+}
+
+impl From<Str> for Value {
+    fn from(s: Str) -> Value {
         Value::String(s)
     }
 }

@@ -1,6 +1,6 @@
 //! [`Object`]: a JSON object as one vector of members sorted by key.
 //!
-//! Sorted by `String`'s order, which is UTF-8 byte order, which is code-point order: the
+//! Sorted by `str`'s order, which is UTF-8 byte order, which is code-point order: the
 //! canonical JSON key order, so iterating is encoding. A vector, not a B-tree: Matrix objects
 //! hold a handful of keys (`hashes`, `signatures` and its one server, `content`), and a
 //! `BTreeMap` spends a 640-byte node on each of them — ten times the text they came from, which
@@ -8,12 +8,12 @@
 //! slot (56 bytes) and lookups are binary searches. The API is the part of `BTreeMap`'s that
 //! the project uses, with the same meaning (`insert` replaces and returns the old value).
 
-use super::Value;
+use super::{Str, Value};
 
 /// A JSON object with keys in canonical (code-point) order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Object {
-    members: Vec<(String, Value)>,
+    members: Vec<(Str, Value)>,
 }
 
 impl Object {
@@ -30,7 +30,7 @@ impl Object {
     }
 
     /// Takes members already sorted by key with no key twice (the parser checks both).
-    pub(super) fn from_sorted(members: Vec<(String, Value)>) -> Object {
+    pub(super) fn from_sorted(members: Vec<(Str, Value)>) -> Object {
         debug_assert!(members.windows(2).all(|w| w[0].0 < w[1].0));
         Object { members }
     }
@@ -61,6 +61,11 @@ impl Object {
 
     /// Sets `key` to `value`; returns the value it replaced, if any.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
+        self.insert_str(Str::from(key), value)
+    }
+
+    /// [`Object::insert`] for a key that is a [`Str`] already (one of another object's).
+    pub fn insert_str(&mut self, key: Str, value: Value) -> Option<Value> {
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.members[i].1, value)),
             Err(i) => {
@@ -79,7 +84,7 @@ impl Object {
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
-                self.members.insert(i, (key.to_owned(), make()));
+                self.members.insert(i, (key.into(), make()));
                 i
             }
         };
@@ -91,7 +96,7 @@ impl Object {
         Iter(self.members.iter())
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> + '_ {
+    pub fn keys(&self) -> impl Iterator<Item = &Str> + '_ {
         self.members.iter().map(|(k, _)| k)
     }
 
@@ -104,7 +109,7 @@ impl Object {
     }
 
     /// Keeps the members for which `keep` says so.
-    pub fn retain(&mut self, mut keep: impl FnMut(&String, &mut Value) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(&Str, &mut Value) -> bool) {
         self.members.retain_mut(|(k, v)| keep(k, v));
     }
 }
@@ -124,10 +129,10 @@ impl std::ops::Index<&str> for Object {
 
 /// Iterator over `(&key, &value)` in key order.
 #[derive(Debug, Clone)]
-pub struct Iter<'a>(std::slice::Iter<'a, (String, Value)>);
+pub struct Iter<'a>(std::slice::Iter<'a, (Str, Value)>);
 
 impl<'a> Iterator for Iter<'a> {
-    type Item = (&'a String, &'a Value);
+    type Item = (&'a Str, &'a Value);
 
     fn next(&mut self) -> Option<Self::Item> {
         self.0.next().map(|(k, v)| (k, v))
@@ -147,7 +152,7 @@ impl DoubleEndedIterator for Iter<'_> {
 }
 
 impl<'a> IntoIterator for &'a Object {
-    type Item = (&'a String, &'a Value);
+    type Item = (&'a Str, &'a Value);
     type IntoIter = Iter<'a>;
 
     fn into_iter(self) -> Iter<'a> {
@@ -156,8 +161,8 @@ impl<'a> IntoIterator for &'a Object {
 }
 
 impl IntoIterator for Object {
-    type Item = (String, Value);
-    type IntoIter = std::vec::IntoIter<(String, Value)>;
+    type Item = (Str, Value);
+    type IntoIter = std::vec::IntoIter<(Str, Value)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.members.into_iter()
@@ -197,7 +202,7 @@ mod tests {
         for k in ["b", "a", "é", "Z", "aa", "", "\u{1F600}", "\u{FFFF}"] {
             assert_eq!(o.insert(k.to_owned(), Value::Null), None);
         }
-        let keys: Vec<&str> = o.keys().map(String::as_str).collect();
+        let keys: Vec<&str> = o.keys().map(Str::as_str).collect();
         let mut expected = keys.clone();
         expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         assert_eq!(keys, expected);

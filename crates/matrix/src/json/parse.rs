@@ -5,7 +5,7 @@
 //! Kept apart from the value type and the encoder because it is the part that meets untrusted
 //! bytes, and so the part the fuzzers and the malformed-input tests aim at.
 
-use super::{JsonError, JsonErrorKind, Number, Object, Value};
+use super::{JsonError, JsonErrorKind, Number, Object, Str, Value};
 
 /// How deep arrays and objects may nest. Deep enough for any real event (Synapse's Python
 /// parser stops near 1,000 frames); shallow enough that recursion cannot exhaust a stack.
@@ -75,9 +75,9 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Value, JsonError> {
 /// later occurrence, `offsets` being where each key started). O(n log n) however the keys
 /// came, so a large object of shuffled keys costs no more than a sorted one.
 fn sort_members(
-    members: Vec<(String, Value)>,
+    members: Vec<(Str, Value)>,
     offsets: &[usize],
-) -> Result<Vec<(String, Value)>, JsonError> {
+) -> Result<Vec<(Str, Value)>, JsonError> {
     let mut order: Vec<usize> = (0..members.len()).collect();
     order.sort_by(|&a, &b| members[a].0.cmp(&members[b].0));
     for pair in order.windows(2) {
@@ -86,11 +86,11 @@ fn sort_members(
             let later = a.max(b);
             return Err(JsonError {
                 offset: offsets.get(later).copied().unwrap_or(0),
-                kind: JsonErrorKind::DuplicateKey(members[later].0.clone()),
+                kind: JsonErrorKind::DuplicateKey(members[later].0.as_str().to_owned()),
             });
         }
     }
-    let mut slots: Vec<Option<(String, Value)>> = members.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<(Str, Value)>> = members.into_iter().map(Some).collect();
     Ok(order
         .into_iter()
         .filter_map(|i| slots.get_mut(i).and_then(Option::take))
@@ -209,7 +209,7 @@ impl<'a> Parser<'a> {
                     });
                 }
                 self.pos += 1;
-                let mut members: Vec<(String, Value)> = Vec::new();
+                let mut members: Vec<(Str, Value)> = Vec::new();
                 // Where each key starts, for the error naming a duplicate (kept only once the
                 // keys stop arriving in order: canonical JSON sends them sorted).
                 let mut offsets: Vec<usize> = Vec::new();
@@ -240,7 +240,7 @@ impl<'a> Parser<'a> {
                             Some(std::cmp::Ordering::Equal) => {
                                 return Err(JsonError {
                                     offset: key_at,
-                                    kind: JsonErrorKind::DuplicateKey(key),
+                                    kind: JsonErrorKind::DuplicateKey(key.into_string()),
                                 });
                             }
                             Some(std::cmp::Ordering::Less) => {
@@ -339,10 +339,11 @@ impl<'a> Parser<'a> {
         Ok(Number::Int(text.into()))
     }
 
-    fn string(&mut self) -> Result<String, JsonError> {
+    fn string(&mut self) -> Result<Str, JsonError> {
         // Caller checked the opening quote.
         self.pos += 1;
         let mut out = String::new();
+        let mut first_run = true;
         loop {
             let run_start = self.pos;
             while let Some(b) = self.peek() {
@@ -357,12 +358,18 @@ impl<'a> Parser<'a> {
                 .text
                 .get(run_start..self.pos)
                 .ok_or_else(|| self.syntax("invalid UTF-8 in string"))?;
+            if first_run && self.peek() == Some(b'"') {
+                // No escapes (nearly every string): straight from the text, one copy at most.
+                self.pos += 1;
+                return Ok(Str::from(run));
+            }
+            first_run = false;
             out.push_str(run);
             match self.peek() {
                 None => return Err(self.syntax("unterminated string")),
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return Ok(Str::from(out));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -516,7 +523,7 @@ mod tests {
     #[test]
     fn object_keys_in_any_order() {
         let v = parse(r#"{"b":1,"a":{"d":0,"c":0},"c":2}"#).unwrap();
-        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        let keys: Vec<&Str> = v.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["a", "b", "c"]);
         assert_eq!(
             v.to_canonical_string(),
@@ -539,7 +546,7 @@ mod tests {
         let big = parse(&format!("{{{}}}", reversed.join(","))).unwrap();
         assert_eq!(big.as_object().unwrap().len(), 50_000);
         assert_eq!(
-            big.as_object().unwrap().keys().next().map(String::as_str),
+            big.as_object().unwrap().keys().next().map(Str::as_str),
             Some("k000000")
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(2));

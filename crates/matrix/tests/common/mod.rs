@@ -33,7 +33,7 @@ pub fn from_serde(v: &serde_json::Value) -> Value {
                 Value::Number(Number::Float(n.as_f64().unwrap()))
             }
         }
-        serde_json::Value::String(s) => Value::String(s.clone()),
+        serde_json::Value::String(s) => Value::String(s.as_str().into()),
         serde_json::Value::Array(a) => Value::Array(a.iter().map(from_serde).collect()),
         serde_json::Value::Object(o) => {
             Value::Object(o.iter().map(|(k, v)| (k.clone(), from_serde(v))).collect())
