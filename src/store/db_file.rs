@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 struct Entry {
     key: (u64, u64),
     file: Arc<File>,
+    /// Descriptors opened for this file by a path that was renamed over meanwhile: kept, as
+    /// closing them would drop the locks; closed with the entry.
+    strays: Vec<File>,
     holders: usize,
 }
 
@@ -66,10 +69,21 @@ impl DatabaseFile {
         };
         let meta = opened.metadata()?;
         let key = (meta.dev(), meta.ino());
+        if let Some(entry) = open.iter_mut().find(|e| e.key == key) {
+            // The path now names a file that is held already (it was renamed over the one
+            // looked at above): share that descriptor, and keep this one open too.
+            entry.holders += 1;
+            entry.strays.push(opened);
+            return Ok(DatabaseFile {
+                key,
+                file: Some(entry.file.clone()),
+            });
+        }
         let file = Arc::new(opened);
         open.push(Entry {
             key,
             file: file.clone(),
+            strays: Vec::new(),
             holders: 1,
         });
         Ok(DatabaseFile {
