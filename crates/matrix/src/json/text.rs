@@ -7,12 +7,10 @@
 //! room-state PDUs came to about 200 allocations, and parsing and dropping them was a tenth of
 //! a worker's CPU under load. A [`Str`] that is one of the words in [`COMMON`] points at that
 //! static text instead (that request: 106 allocations). Either way it is the same text:
-//! equality, order and hashing are the `str`'s, so canonical key order is unchanged.
+//! equality and order are the `str`'s, so canonical key order is unchanged.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
 /// The text of a JSON string: a static common word, or owned text.
@@ -208,33 +206,9 @@ impl From<String> for Str {
     }
 }
 
-impl From<&String> for Str {
-    fn from(s: &String) -> Str {
-        Str::from(s.as_str())
-    }
-}
-
-impl From<Str> for String {
-    fn from(s: Str) -> String {
-        s.into_string()
-    }
-}
-
 impl Deref for Str {
     type Target = str;
     fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Str {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<str> for Str {
-    fn borrow(&self) -> &str {
         self.as_str()
     }
 }
@@ -260,12 +234,6 @@ impl Ord for Str {
     }
 }
 
-impl Hash for Str {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
 impl PartialEq<str> for Str {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
@@ -275,24 +243,6 @@ impl PartialEq<str> for Str {
 impl PartialEq<&str> for Str {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
-    }
-}
-
-impl PartialEq<String> for Str {
-    fn eq(&self, other: &String) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl PartialEq<Str> for str {
-    fn eq(&self, other: &Str) -> bool {
-        self == other.as_str()
-    }
-}
-
-impl PartialEq<Str> for &str {
-    fn eq(&self, other: &Str) -> bool {
-        *self == other.as_str()
     }
 }
 
